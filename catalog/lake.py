@@ -1,0 +1,212 @@
+"""Where every table lives, how it is written (atomically), and the DuckDB view of the lake.
+
+This is the only module that builds warehouse paths. Writes go to a staging folder first and
+are moved into place with renames, so a crash mid-run leaves the previous outputs intact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from catalog.schemas import PARTITIONS, SCHEMAS, empty
+
+DEFAULT_LAKE = "data"
+_SAFE_TABLE = re.compile(r"^[a-z_]+$")
+
+
+def resolve_lake(lake: str | os.PathLike | None = None) -> Path:
+    """--lake, else $METERBILL_LAKE, else data/."""
+    return Path(lake or os.environ.get("METERBILL_LAKE") or DEFAULT_LAKE)
+
+
+def sql_str(s: str | os.PathLike) -> str:
+    """A SQL string literal (for paths in FROM clauses, where DuckDB takes no parameters)."""
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def sql_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Lake:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = resolve_lake(root)
+
+    # ------------------------------------------------------------ places
+    @property
+    def catalog_dir(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.root / "warehouse"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Scratch space for DuckDB spills and staged writes (same filesystem as the warehouse)."""
+        p = self.warehouse_dir / ".tmp"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def table_dir(self, table: str) -> Path:
+        if table not in SCHEMAS or not _SAFE_TABLE.match(table):
+            raise KeyError(f"unknown table {table!r}")
+        return self.warehouse_dir / table
+
+    def table_glob(self, table: str) -> str:
+        return str(self.table_dir(table) / "**" / "*.parquet")
+
+    def exists(self, table: str) -> bool:
+        self._recover(table)
+        d = self.table_dir(table)
+        return d.is_dir() and any(d.rglob("*.parquet"))
+
+    def partition_dir(self, table: str, value) -> Path:
+        return self.table_dir(table) / f"{PARTITIONS[table]}={value}"
+
+    # ------------------------------------------------------------ reads
+    def scan(self, table: str) -> pl.LazyFrame:
+        if not self.exists(table):
+            return empty(table).lazy()
+        lf = pl.scan_parquet(self.table_glob(table), hive_partitioning=table in PARTITIONS,
+                             schema=SCHEMAS[table] if table not in PARTITIONS else None)
+        if table in PARTITIONS:
+            lf = lf.with_columns(pl.col(PARTITIONS[table]).cast(pl.Date))
+        return lf.select(list(SCHEMAS[table]))
+
+    def read(self, table: str) -> pl.DataFrame:
+        return self.scan(table).collect()
+
+    # ------------------------------------------------------------ writes
+    def _staging(self) -> Path:
+        p = self.tmp_dir / f"stage-{uuid.uuid4().hex}"
+        p.mkdir(parents=True)
+        return p
+
+    def _swap(self, staged: Path, target: Path) -> None:
+        """Move `staged` to `target`, replacing it; the old copy is kept until the new one is in."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        trash = target.with_name(target.name + ".old")
+        if trash.exists():
+            shutil.rmtree(trash)
+        if target.exists():
+            os.rename(target, trash)
+        os.rename(staged, target)
+        if trash.exists():
+            shutil.rmtree(trash)
+
+    def _recover(self, table: str) -> None:
+        """A crash between the two renames of _swap leaves `<table>.old`: put it back."""
+        d = self.warehouse_dir / table
+        trash = d.with_name(table + ".old")
+        if trash.exists() and not d.exists():
+            os.rename(trash, d)
+
+    def write(self, table: str, df: pl.DataFrame) -> None:
+        """Replace the whole table atomically."""
+        from catalog.schemas import conform
+
+        df = conform(table, df)
+        staged = self._staging()
+        if table in PARTITIONS:
+            col = PARTITIONS[table]
+            for (value,), part in df.partition_by(col, as_dict=True, maintain_order=True).items():
+                p = staged / f"{col}={value}"
+                p.mkdir()
+                part.drop(col).write_parquet(p / "part-0.parquet")
+        else:
+            df.write_parquet(staged / "part-0.parquet")
+        self._swap(staged, self.table_dir(table))
+
+    def replace_partitions(self, table: str, df: pl.DataFrame, values: list | None = None) -> None:
+        """Replace only the partitions named by `values` (default: those present in df).
+
+        Each partition folder is written whole and swapped in, so stale files never remain;
+        a named partition that df has no rows for is removed.
+        """
+        from catalog.schemas import conform
+
+        col = PARTITIONS[table]
+        df = conform(table, df)
+        parts = df.partition_by(col, as_dict=True, maintain_order=True)
+        values = list({k[0] for k in parts}) if values is None else values
+        for value in values:
+            target = self.partition_dir(table, value)
+            part = parts.get((value,))
+            if part is None or part.height == 0:
+                if target.exists():
+                    shutil.rmtree(target)
+                continue
+            staged = self._staging()
+            part.drop(col).write_parquet(staged / "part-0.parquet")
+            self._swap(staged, target)
+
+    def append(self, table: str, df: pl.DataFrame, name: str | None = None) -> None:
+        """Add rows as new files (one per partition), without touching existing ones."""
+        from catalog.schemas import conform
+
+        df = conform(table, df)
+        if df.height == 0:
+            return
+        name = name or uuid.uuid4().hex
+        if table in PARTITIONS:
+            col = PARTITIONS[table]
+            for (value,), part in df.partition_by(col, as_dict=True, maintain_order=True).items():
+                d = self.partition_dir(table, value)
+                d.mkdir(parents=True, exist_ok=True)
+                tmp = self.tmp_dir / f"{name}-{value}.parquet.tmp"
+                part.drop(col).write_parquet(tmp)
+                os.replace(tmp, d / f"{name}.parquet")
+        else:
+            d = self.table_dir(table)
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = self.tmp_dir / f"{name}.parquet.tmp"
+            df.write_parquet(tmp)
+            os.replace(tmp, d / f"{name}.parquet")
+
+
+def duck(lake: Lake | None = None, memory_limit: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up for bounded memory: limit, spill folder, no progress bar."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET preserve_insertion_order = false")
+    limit = memory_limit or os.environ.get("METERBILL_MEMORY_LIMIT")
+    if limit:
+        con.execute(f"SET memory_limit = {sql_str(limit)}")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if lake is not None:
+        con.execute(f"SET temp_directory = {sql_str(lake.tmp_dir / 'duckdb')}")
+    return con
+
+
+def connect(lake: str | os.PathLike | Lake | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with every warehouse table as a view of the same name."""
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    con = duck(lake)
+    for table in SCHEMAS:
+        if lake.exists(table):
+            hive = "true" if table in PARTITIONS else "false"
+            con.execute(
+                f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM read_parquet("
+                f"{sql_str(lake.table_glob(table))}, hive_partitioning={hive}, union_by_name=true)"
+            )
+        else:
+            con.register(f"__empty_{table}", empty(table).to_arrow())
+            con.execute(f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM __empty_{table}")
+    return con
