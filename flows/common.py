@@ -1,0 +1,42 @@
+"""Shared plumbing of the flows: the run's instant, the lake and the catalogue."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from catalog import Catalog, Lake, load_catalog
+
+
+class UsageError(Exception):
+    """A bad argument: the CLI prints the message as one line and exits 2."""
+
+
+def parse_instant(value: str | dt.datetime | dt.date | None, name: str = "--as-of") -> dt.datetime:
+    """An ISO-8601 instant or date (midnight UTC) -> aware UTC datetime; None -> now."""
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            d = dt.date.fromisoformat(text)
+            return dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc)
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{name}: {value!r} is not an ISO-8601 instant or date (e.g. 2026-02-10T00:00:00Z)") from None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+
+
+def open_lake(lake: str | None, must_exist: bool = True) -> Lake:
+    lk = Lake(lake)
+    if must_exist and not lk.root.is_dir():
+        raise UsageError(f"--lake: {lk.root} does not exist (run `meterbill demo` or create it with a catalog/ folder)")
+    return lk
+
+
+def open_catalog(lk: Lake) -> Catalog:
+    """The validated catalogue; raises CatalogError (one line per problem)."""
+    return load_catalog(lk.catalog_dir)
