@@ -206,6 +206,8 @@ class Price(Model):
     def _per_model(self) -> "Price":
         if self.included_units < 0:
             raise ValueError("included_units must be ≥ 0")
+        if self.dimensions is not None:
+            return self  # each combination carries its own price; the outer model is not used
         if self.model == "per_unit" and self.unit_price is None:
             raise ValueError("per_unit needs unit_price")
         if self.model in ("graduated", "volume"):

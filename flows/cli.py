@@ -1,0 +1,369 @@
+"""The `meterbill` command line (SPEC §8).
+
+Every verb that moves data runs as a Prefect flow. Errors are for people: a bad argument or a
+bad catalogue prints one line per problem and exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import flows  # noqa: F401  (Prefect environment first)
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from catalog import CatalogError
+from flows.common import UsageError, open_catalog, open_lake, parse_instant
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="meterbill: usage metering and billing as a batch analytics job.")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+LAKE = typer.Option(None, "--lake", help="The lake folder (default: $METERBILL_LAKE or data/).")
+AS_OF = typer.Option(None, "--as-of", help="The run's instant, ISO-8601 or a date (default: now).")
+EXECUTOR = typer.Option("local", "--executor", help="local or dask.")
+WORKERS = typer.Option(None, "--workers", help="With --executor dask: start a temporary local cluster of N workers.")
+DASK_ADDRESS = typer.Option(None, "--dask-address", help="With --executor dask: use an existing cluster.")
+
+
+def _executor(executor: str, workers: Optional[int], address: Optional[str]) -> dict:
+    if executor not in ("local", "dask"):
+        raise UsageError(f"--executor: must be local or dask, got {executor!r}")
+    if executor == "local" and (workers or address):
+        raise UsageError("--workers and --dask-address go with --executor dask")
+    return {"executor": executor, "workers": workers, "dask_address": address}
+
+
+def _progress(line: str) -> None:
+    err.print(f"[dim]{line}[/dim]")
+
+
+def _money(v) -> str:
+    return "" if v is None else f"{v:,.{max(-v.as_tuple().exponent, 0)}f}" if hasattr(v, "as_tuple") else str(v)
+
+
+def print_invoices(invoices, title: str = "Invoices") -> None:
+    t = Table(title=title)
+    for c in ("customer", "plan", "period", "status", "subtotal", "discount", "credits", "total due", "currency"):
+        t.add_column(c, justify="right" if c in ("subtotal", "discount", "credits", "total due") else "left")
+    for r in invoices.iter_rows(named=True):
+        t.add_row(r["customer_id"], r["plan_id"],
+                  f"{r['period_start']:%Y-%m-%d} → {r['period_end']:%Y-%m-%d}", r["status"],
+                  _money(r["subtotal"]), _money(r["discount"]), _money(r["credits_applied"]),
+                  _money(r["total_due"]), r["currency"])
+    out.print(t)
+
+
+def print_alerts(fired) -> None:
+    t = Table(title="Alerts fired")
+    for c in ("alert", "customer", "window start", "value", "threshold", "message"):
+        t.add_column(c)
+    for r in fired.iter_rows(named=True):
+        t.add_row(r["alert_id"], r["customer_id"], f"{r['window_start']:%Y-%m-%d %H:%M}",
+                  str(r["current_value"].normalize()), str(r["threshold"].normalize()), r["message"])
+    out.print(t)
+
+
+# ------------------------------------------------------------------ verbs
+
+
+@app.command()
+def check(lake: Optional[str] = LAKE):
+    """Validate the catalogue and print every problem (exit 1 if any)."""
+    lk = open_lake(lake)
+    cat = open_catalog(lk)
+    out.print(f"catalogue OK: {len(cat.customers)} customers, {len(cat.meters)} meters, "
+              f"{len(cat.product_items)} product items, {len(cat.plans)} plans, "
+              f"{len(cat.subscriptions)} subscriptions, {len(cat.alerts)} alerts")
+
+
+@app.command()
+def generate(
+    lake: Optional[str] = LAKE,
+    start: str = typer.Option(None, "--start", help="First day (default: 40 days before today)."),
+    days: int = typer.Option(40, "--days", min=1, help="Number of days."),
+    events_per_day: int = typer.Option(2000, "--events-per-day", min=1),
+    seed: int = typer.Option(42, "--seed"),
+    messy: bool = typer.Option(False, "--messy", help="Add known numbers of bad rows and duplicates."),
+    customers: int = typer.Option(None, "--customers", min=1, help="Use only the first N customers."),
+):
+    """Write synthetic events for the catalogue as Parquet under raw/."""
+    from flows.generate import generate as gen
+
+    lk = open_lake(lake)
+    cat = open_catalog(lk)
+    first = parse_instant(start, "--start").date() if start else dt.date.today() - dt.timedelta(days=days)
+    ids = sorted(cat.customers)[:customers] if customers else None
+    g = gen(cat, lk.raw_dir, first, days, events_per_day, seed, messy, ids, progress=_progress)
+    out.print(f"wrote {g.rows} rows in {len(g.files)} files under {lk.raw_dir}: {g.events} events"
+              + (f", defects {g.defects}, duplicates {g.duplicates}" if messy else ""))
+
+
+@app.command()
+def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+           max_event_age_days: Optional[int] = typer.Option(None, "--max-event-age-days", min=1)):
+    """Raw files -> events, quarantine, ingest_files."""
+    from flows.ingest import ingest_flow
+
+    lk = open_lake(lake)
+    open_catalog(lk)
+    t = parse_instant(as_of)
+    rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days)
+    out.print(_summary_line("ingest", rep))
+
+
+def _summary_line(verb: str, rep) -> str:
+    if isinstance(rep, dict):
+        return f"{verb}: " + ", ".join(f"{k} {v}" for k, v in rep.items() if not isinstance(v, (list, dict)))
+    return f"{verb}: {rep}"
+
+
+@app.command()
+def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
+          workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
+    """Events -> usage_hourly (only the hours that changed)."""
+    from flows.meter import meter_flow
+
+    lk = open_lake(lake)
+    open_catalog(lk)
+    rep = meter_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), **_executor(executor, workers, dask_address))
+    out.print(_summary_line("meter", rep))
+
+
+@app.command()
+def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
+         workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
+    """Usage -> line_items, invoices, credit_ledger, unbilled_usage."""
+    from catalog import Lake
+    from flows.bill import bill_flow
+
+    lk = open_lake(lake)
+    open_catalog(lk)
+    rep = bill_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), **_executor(executor, workers, dask_address))
+    out.print(_summary_line("bill", rep))
+    print_invoices(_latest_invoices(Lake(lk.root)))
+
+
+def _latest_invoices(lk):
+    import polars as pl
+
+    inv = lk.read("invoices")
+    if inv.height == 0:
+        return inv
+    last = inv.group_by("customer_id").agg(pl.col("period_start").max())
+    return inv.join(last, on=["customer_id", "period_start"]).sort("customer_id")
+
+
+@app.command()
+def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+           no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record firings."),
+           executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
+    """-> alerts_fired, deliveries."""
+    from flows.alerts import alerts_flow
+
+    lk = open_lake(lake)
+    open_catalog(lk)
+    rep = alerts_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver,
+                      **_executor(executor, workers, dask_address))
+    out.print(_summary_line("alerts", rep))
+
+
+@app.command()
+def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+        no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record alert firings."),
+        executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
+    """ingest -> meter -> bill -> alerts."""
+    from flows.run import run_flow
+
+    lk = open_lake(lake)
+    open_catalog(lk)
+    rep = run_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver,
+                   **_executor(executor, workers, dask_address))
+    out.print(_summary_line("run", rep))
+
+
+@app.command()
+def backfill(
+    from_: str = typer.Option(..., "--from", help="First day of the range."),
+    to: str = typer.Option(..., "--to", help="Last day of the range (exclusive)."),
+    lake: Optional[str] = LAKE,
+    no_deliver: bool = typer.Option(True, "--no-deliver/--deliver", help="Backfills record alerts without sending."),
+    executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS,
+):
+    """Re-run the pipeline over a past range, period by period, idempotently."""
+    from flows.backfill import backfill_flow
+
+    lk = open_lake(lake)
+    open_catalog(lk)
+    start, end = parse_instant(from_, "--from"), parse_instant(to, "--to")
+    if end <= start:
+        raise UsageError("--to: must be after --from")
+    rep = backfill_flow(lake=str(lk.root), start=start.isoformat(), end=end.isoformat(), deliver=not no_deliver,
+                        **_executor(executor, workers, dask_address))
+    out.print(_summary_line("backfill", rep))
+
+
+@app.command()
+def usage(
+    meter: str = typer.Option(..., "--meter"),
+    window: str = typer.Option("day", "--window", help="hour, day, week or month."),
+    from_: str = typer.Option(..., "--from"),
+    to: str = typer.Option(..., "--to"),
+    group_by: str = typer.Option("", "--group-by", help="customer_id and/or dimension keys, comma-separated."),
+    filter_: list[str] = typer.Option([], "--filter", help="key=v1,v2 (repeatable)."),
+    top: Optional[int] = typer.Option(None, "--top", min=1),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    lake: Optional[str] = LAKE,
+):
+    """The usage query of SPEC §4."""
+    from flows.usage import usage_report
+
+    if fmt not in ("table", "csv", "json"):
+        raise UsageError(f"--format: must be table, csv or json, got {fmt!r}")
+    if window not in ("hour", "day", "week", "month"):
+        raise UsageError(f"--window: must be hour, day, week or month, got {window!r}")
+    filters: dict[str, list[str]] = {}
+    for f in filter_:
+        if "=" not in f:
+            raise UsageError(f"--filter: expected key=v1,v2, got {f!r}")
+        k, v = f.split("=", 1)
+        filters.setdefault(k.strip(), []).extend(x.strip() for x in v.split(",") if x.strip())
+    lk = open_lake(lake)
+    text = usage_report(lk, meter, window, from_, to, [g.strip() for g in group_by.split(",") if g.strip()],
+                        filters, top, fmt)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+def sql(query: str = typer.Argument(..., help="SQL over the warehouse views."), lake: Optional[str] = LAKE,
+        fmt: str = typer.Option("table", "--format", help="table, csv or json.")):
+    """Run a query over the warehouse views."""
+    import duckdb
+
+    from catalog import connect
+
+    lk = open_lake(lake)
+    con = connect(lk)
+    try:
+        df = con.sql(query).pl()
+    except duckdb.Error as e:
+        raise UsageError(f"sql: {' '.join(str(e).split())}") from None
+    if fmt == "csv":
+        sys.stdout.write(df.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(df.to_dicts(), default=str) + "\n")
+    else:
+        import polars as pl
+
+        with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=200):
+            out.print(str(df))
+
+
+@app.command()
+def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+              customer: Optional[str] = typer.Option(None, "--customer")):
+    """Per customer and period: events, usage, billed and adjusted quantities."""
+    import polars as pl
+
+    from catalog import Lake
+
+    lk = open_lake(lake)
+    rec = Lake(lk.root).read("reconciliation")
+    if customer:
+        rec = rec.filter(pl.col("customer_id") == customer)
+    t = Table(title="Reconciliation")
+    for c in ("customer", "period", "item", "events", "cancelled", "usage", "billed", "adjusted", "balanced"):
+        t.add_column(c)
+    for r in rec.sort("customer_id", "period_start", "product_item_id").iter_rows(named=True):
+        ok = r["usage_quantity"] == r["billed_quantity"] + r["adjusted_quantity"]
+        t.add_row(r["customer_id"], f"{r['period_start']:%Y-%m-%d}", r["product_item_id"] or "",
+                  str(r["events_accepted"]), str(r["events_cancelled"]), str(r["usage_quantity"].normalize()),
+                  str(r["billed_quantity"].normalize()), str(r["adjusted_quantity"].normalize()), "yes" if ok else "NO")
+    out.print(t)
+
+
+@app.command()
+def report(lake: Optional[str] = LAKE, invoice: Optional[str] = typer.Option(None, "--invoice"),
+           period: Optional[str] = typer.Option(None, "--period", help="A period start date: every final invoice of it.")):
+    """Self-contained HTML invoices and a period summary."""
+    from flows.report import report_command
+
+    lk = open_lake(lake)
+    paths = report_command(lk, invoice, period)
+    for p in paths:
+        out.print(str(p))
+
+
+@app.command()
+def serve(lake: Optional[str] = LAKE):
+    """Serve the scheduled deployments (hourly ingest and metering, daily alerts, period close)."""
+    from flows.deployments import serve_all
+
+    lk = open_lake(lake)
+    open_catalog(lk)
+    serve_all(str(lk.root))
+
+
+@app.command()
+def demo(
+    lake: Optional[str] = LAKE,
+    days: int = typer.Option(45, "--days", min=1),
+    events_per_day: int = typer.Option(3000, "--events-per-day", min=1),
+    seed: int = typer.Option(42, "--seed"),
+    as_of: Optional[str] = AS_OF,
+):
+    """Write a sample catalogue and events into the lake, run the whole pipeline, print invoices and alerts."""
+    from flows.demo import run_demo
+
+    run_demo(lake, days, events_per_day, seed, as_of, out, _progress)
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmd = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    verb = next((a for a in args if not a.startswith("-")), "")
+    try:
+        cmd.main(args=args, prog_name="meterbill", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # plain `meterbill`: help, exit 0
+        out.print(e.ctx.get_help())
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        err.print("meterbill: aborted")
+        return 130
+    except click.exceptions.UsageError as e:
+        err.print(f"meterbill {verb}: error: {' '.join(e.format_message().split())}".replace("  ", " "))
+        return 2
+    except UsageError as e:
+        err.print(f"meterbill {verb}: error: {e}")
+        return 2
+    except CatalogError as e:
+        for p in e.problems:
+            err.print(p)
+        err.print(f"meterbill {verb}: the catalogue has {len(e.problems)} problem(s); nothing was written")
+        return 1
+    except KeyboardInterrupt:
+        err.print("meterbill: interrupted")
+        return 130
+    except Exception as e:  # a failure, not a bug report: one line; METERBILL_DEBUG=1 shows the traceback
+        if os.environ.get("METERBILL_DEBUG"):
+            raise
+        err.print(f"meterbill {verb}: failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
