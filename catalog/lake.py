@@ -133,6 +133,20 @@ class Lake:
             df.write_parquet(staged / "part-0.parquet")
         self._swap(staged, self.table_dir(table))
 
+    def write_tables(self, tables: dict[str, pl.DataFrame]) -> None:
+        """Replace several unpartitioned tables together: all are staged before any is swapped in."""
+        from catalog.schemas import conform
+
+        staged = {}
+        for table, df in tables.items():
+            if table in PARTITIONS:
+                raise ValueError(f"{table} is partitioned: use write() or replace_partitions()")
+            st = self._staging()
+            conform(table, df).write_parquet(st / "part-0.parquet")
+            staged[table] = st
+        for table, st in staged.items():
+            self._swap(st, self.table_dir(table))
+
     def replace_partitions(self, table: str, df: pl.DataFrame, values: list | None = None) -> None:
         """Replace only the partitions named by `values` (default: those present in df).
 

@@ -1,0 +1,216 @@
+"""From counting events to the quantities pricing needs, and back to a reconciliation.
+
+The glue between metering (`transforms.metering`) and pricing (`transforms.pricing`): which
+events are billed on which period and plan item, which usage no price covers (never dropped),
+and, after pricing, whether every event's usage was billed exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Iterable
+
+import polars as pl
+
+from catalog.config import Catalog
+from catalog.schemas import DEC, DIMS, TS, conform
+from transforms.metering import meter_values
+
+UTC = dt.timezone.utc
+
+
+def periods_frame(periods: Iterable) -> pl.DataFrame:
+    """CustomerPeriod objects -> customer_id, subscription_id, plan_id, start, end, nominal_end."""
+    rows = [
+        {"customer_id": p.customer_id, "subscription_id": p.subscription_id, "plan_id": p.plan_id,
+         "start": p.start, "end": p.end}
+        for p in periods
+    ]
+    schema = {"customer_id": pl.String, "subscription_id": pl.String, "plan_id": pl.String, "start": TS, "end": TS}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _windows(pf: pl.DataFrame) -> pl.DataFrame:
+    return pf.select("customer_id", pl.col("start").alias("window_start"), pl.col("end").alias("window_end"))
+
+
+def _dims_map(df: pl.DataFrame, keys: list[str]) -> pl.Expr:
+    if not keys:
+        return pl.lit(None, dtype=DIMS)
+    entries = [pl.struct(key=pl.lit(k), value=pl.col(k)) for k in keys]
+    return (pl.concat_list(entries)
+            .list.eval(pl.element().filter(pl.element().struct.field("value").is_not_null()))
+            .cast(DIMS))
+
+
+def line_usage(cat: Catalog, events: pl.DataFrame, periods: Iterable, as_of: dt.datetime) -> pl.DataFrame:
+    """Period quantity of every plan item (per price-dimension combination) of every period.
+
+    Columns: customer_id, period_start, product_item_id, dimensions, quantity. Items with no
+    usage in a period get no row here; pricing still gives them their line.
+    """
+    pf = periods_frame(periods)
+    out = []
+    for plan_id, plan_periods in pf.partition_by("plan_id", as_dict=True).items():
+        plan = cat.plans[plan_id[0]]
+        windows = _windows(plan_periods)
+        for item in plan.items:
+            pi = cat.product_items[item.product_item_id]
+            meter = cat.meters[pi.meter_api_name]
+            keys = list(item.price.dimensions.keys) if item.price.dimensions else []
+            ev = events.filter(pl.col("meter_api_name") == meter.meter_api_name)
+            vals = meter_values(ev, meter, windows, group_by=keys, filter=pi.filter or None, as_of=as_of)
+            if vals.height == 0:
+                continue
+            out.append(vals.select(
+                "customer_id",
+                pl.col("window_start").alias("period_start"),
+                pl.lit(item.product_item_id).alias("product_item_id"),
+                _dims_map(vals, keys).alias("dimensions"),
+                pl.col("value").cast(DEC).alias("quantity"),
+            ))
+    schema = {"customer_id": pl.String, "period_start": TS, "product_item_id": pl.String, "dimensions": DIMS, "quantity": DEC}
+    if not out:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(out).sort("customer_id", "period_start", "product_item_id")
+
+
+def reward_usage(cat: Catalog, events: pl.DataFrame, periods: Iterable, as_of: dt.datetime) -> pl.DataFrame:
+    """Period quantity of each reward's meter: customer_id, period_start, meter_api_name, quantity."""
+    pf = periods_frame(periods)
+    out = []
+    for meter_name in sorted({r.meter_api_name for r in cat.rewards.values()}):
+        custs = {r.customer_id for r in cat.rewards.values() if r.meter_api_name == meter_name}
+        w = pf if "*" in custs else pf.filter(pl.col("customer_id").is_in(sorted(custs)))
+        if w.height == 0:
+            continue
+        ev = events.filter(pl.col("meter_api_name") == meter_name)
+        vals = meter_values(ev, cat.meters[meter_name], _windows(w), as_of=as_of)
+        out.append(vals.select("customer_id", pl.col("window_start").alias("period_start"),
+                               pl.lit(meter_name).alias("meter_api_name"), pl.col("value").cast(DEC).alias("quantity")))
+    schema = {"customer_id": pl.String, "period_start": TS, "meter_api_name": pl.String, "quantity": DEC}
+    return pl.concat(out) if out else pl.DataFrame(schema=schema)
+
+
+def _month_start(col: str) -> pl.Expr:
+    return pl.col(col).dt.truncate("1mo")
+
+
+def unbilled_usage(cat: Catalog, events: pl.DataFrame, periods: Iterable, as_of: dt.datetime) -> pl.DataFrame:
+    """Usage that no price covers (SPEC §5.2, §7), never dropped.
+
+    Reasons: `undefined_customer`, `undefined_meter` (the catalogue does not know them yet),
+    `no_subscription` (no plan in force at the event's time), `not_in_plan` (the plan in force
+    has no item for the meter, or no item whose filter matches). Quantities are the meter's
+    value over the uncovered events of a UTC calendar month (`sum` for undefined meters).
+    """
+    pf = periods_frame(periods)
+    rows: list[pl.DataFrame] = []
+    ev = events.filter(pl.col("event_time") < as_of)
+    known_c = pl.col("customer_id").is_in(sorted(cat.customers))
+    known_m = pl.col("meter_api_name").is_in(sorted(cat.meters))
+    for reason, sel in (("undefined_customer", ~known_c), ("undefined_meter", known_c & ~known_m)):
+        bad = ev.filter(sel)
+        if bad.height:
+            rows.append(_monthly(cat, bad, reason))
+    ev = ev.filter(known_c & known_m)
+    if ev.height == 0:
+        return _finish(rows)
+    # which events fall in a period, and is their meter priced by the plan in force?
+    tagged = ev.with_row_index("_i").join_where(
+        pf, pl.col("customer_id") == pl.col("customer_id_right"),
+        pl.col("event_time") >= pl.col("start"), pl.col("event_time") < pl.col("end"),
+    ).select("_i", "plan_id")
+    ev = ev.with_row_index("_i").join(tagged, on="_i", how="left")
+    no_sub = ev.filter(pl.col("plan_id").is_null())
+    if no_sub.height:
+        rows.append(_monthly(cat, no_sub.drop("_i", "plan_id"), "no_subscription"))
+    covered = ev.filter(pl.col("plan_id").is_not_null())
+    uncovered_parts = []
+    for (plan_id,), part in covered.partition_by("plan_id", as_dict=True).items():
+        plan = cat.plans[plan_id]
+        mask = pl.lit(False)
+        for item in plan.items:
+            pi = cat.product_items[item.product_item_id]
+            m = pl.col("meter_api_name") == pi.meter_api_name
+            for k, vals in (pi.filter or {}).items():
+                m = m & pl.col("dimensions").map.get(k).is_in(vals)
+            mask = mask | m
+        uncovered_parts.append(part.filter(~mask))
+    if uncovered_parts:
+        nip = pl.concat(uncovered_parts).drop("_i", "plan_id")
+        if nip.height:
+            rows.append(_monthly(cat, nip, "not_in_plan"))
+    return _finish(rows)
+
+
+def _monthly(cat: Catalog, ev: pl.DataFrame, reason: str) -> pl.DataFrame:
+    """One row per customer × meter × UTC month: the meter's value over those events."""
+    from catalog.config import Meter
+
+    ev = ev.with_columns(_m=_month_start("event_time"))
+    windows = ev.group_by("customer_id", "_m").agg().select(
+        "customer_id", pl.col("_m").alias("window_start"),
+        pl.col("_m").dt.offset_by("1mo").alias("window_end"))
+    out = []
+    for (name,), part in ev.partition_by("meter_api_name", as_dict=True).items():
+        meter = cat.meters.get(name) or Meter(meter_api_name=name if len(name) <= 50 else name[:50], type="sum")
+        w = windows.join(part.select("customer_id").unique(), on="customer_id")
+        vals = meter_values(part.with_columns(meter_api_name=pl.lit(meter.meter_api_name)), meter, w)
+        vals = vals.filter(pl.col("value") != 0)
+        out.append(vals.select("customer_id", pl.lit(name).alias("meter_api_name"),
+                               pl.lit(None, dtype=pl.String).alias("product_item_id"),
+                               pl.lit(None, dtype=DIMS).alias("dimensions"),
+                               pl.col("window_start").alias("period_start"),
+                               pl.col("value").cast(DEC).alias("quantity"), pl.lit(reason).alias("reason")))
+    return pl.concat(out) if out else conform("unbilled_usage", pl.DataFrame())
+
+
+def _finish(rows: list[pl.DataFrame]) -> pl.DataFrame:
+    if not rows:
+        return conform("unbilled_usage", pl.DataFrame())
+    return conform("unbilled_usage", pl.concat(rows, how="vertical_relaxed")).sort(
+        "customer_id", "period_start", "meter_api_name", "reason")
+
+
+def reconciliation(cat: Catalog, all_events: pl.DataFrame, counting: pl.DataFrame, periods: Iterable,
+                   usage: pl.DataFrame, line_items: pl.DataFrame) -> pl.DataFrame:
+    """Per customer × period × plan item: events accepted/cancelled, usage, billed and adjusted quantity.
+
+    `usage_quantity` is the period's quantity from the events as they are now; `billed_quantity`
+    what the period's own invoice billed; `adjusted_quantity` what adjustment lines on later
+    invoices billed for it. Balanced when usage = billed + adjusted.
+    """
+    pf = periods_frame(periods)
+    rows = []
+    cancels = all_events.filter(pl.col("is_cancel"))
+    for p in pf.iter_rows(named=True):
+        plan = cat.plans[p["plan_id"]]
+        for item in plan.items:
+            pi = cat.product_items[item.product_item_id]
+            sel = ((pl.col("customer_id") == p["customer_id"]) & (pl.col("meter_api_name") == pi.meter_api_name)
+                   & (pl.col("event_time") >= p["start"]) & (pl.col("event_time") < p["end"]))
+            for k, vals in (pi.filter or {}).items():
+                sel = sel & pl.col("dimensions").map.get(k).is_in(vals)
+            rows.append({
+                "customer_id": p["customer_id"], "period_start": p["start"], "period_end": p["end"],
+                "product_item_id": item.product_item_id, "meter_api_name": pi.meter_api_name,
+                "events_accepted": counting.filter(sel).height,
+                "events_cancelled": cancels.filter(sel).height,
+            })
+    rec = pl.DataFrame(rows, schema={"customer_id": pl.String, "period_start": TS, "period_end": TS,
+                                     "product_item_id": pl.String, "meter_api_name": pl.String,
+                                     "events_accepted": pl.Int64, "events_cancelled": pl.Int64})
+    used = usage.group_by("customer_id", "period_start", "product_item_id").agg(
+        pl.col("quantity").sum().alias("usage_quantity"))
+    billed = (line_items.filter(pl.col("kind") == "usage")
+              .group_by("customer_id", "period_start", "product_item_id")
+              .agg(pl.col("quantity").sum().alias("billed_quantity")))
+    adjusted = (line_items.filter(pl.col("kind") == "adjustment")
+                .group_by("customer_id", pl.col("corrects_period").alias("period_start"), "product_item_id")
+                .agg(pl.col("quantity").sum().alias("adjusted_quantity")))
+    keys = ["customer_id", "period_start", "product_item_id"]
+    rec = (rec.join(used, on=keys, how="left").join(billed, on=keys, how="left").join(adjusted, on=keys, how="left")
+           .with_columns(pl.col("usage_quantity", "billed_quantity", "adjusted_quantity").fill_null(Decimal(0))))
+    return conform("reconciliation", rec).sort(keys)
