@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 import flows  # noqa: F401  (Prefect environment first)
-import click
 import typer
+
+try:  # typer ≥ 0.20 vendors its own click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 from rich.console import Console
 from rich.table import Table
 
@@ -96,10 +100,10 @@ def generate(
     customers: int = typer.Option(None, "--customers", min=1, help="Use only the first N customers."),
 ):
     """Write synthetic events for the catalogue as Parquet under raw/."""
-    from flows.generate import generate as gen
 
     lk = open_lake(lake)
     cat = open_catalog(lk)
+    from flows.generate import generate as gen
     first = parse_instant(start, "--start").date() if start else dt.date.today() - dt.timedelta(days=days)
     ids = sorted(cat.customers)[:customers] if customers else None
     g = gen(cat, lk.raw_dir, first, days, events_per_day, seed, messy, ids, progress=_progress)
@@ -111,10 +115,11 @@ def generate(
 def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
            max_event_age_days: Optional[int] = typer.Option(None, "--max-event-age-days", min=1)):
     """Raw files -> events, quarantine, ingest_files."""
-    from flows.ingest import ingest_flow
 
     lk = open_lake(lake)
     open_catalog(lk)
+    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    from flows.ingest import ingest_flow
     t = parse_instant(as_of)
     rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days)
     out.print(_summary_line("ingest", rep))
@@ -130,10 +135,11 @@ def _summary_line(verb: str, rep) -> str:
 def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
           workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Events -> usage_hourly (only the hours that changed)."""
-    from flows.meter import meter_flow
 
     lk = open_lake(lake)
     open_catalog(lk)
+    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    from flows.meter import meter_flow
     rep = meter_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), **_executor(executor, workers, dask_address))
     out.print(_summary_line("meter", rep))
 
@@ -142,11 +148,12 @@ def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: st
 def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
          workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Usage -> line_items, invoices, credit_ledger, unbilled_usage."""
-    from catalog import Lake
-    from flows.bill import bill_flow
 
     lk = open_lake(lake)
     open_catalog(lk)
+    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    from catalog import Lake
+    from flows.bill import bill_flow
     rep = bill_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), **_executor(executor, workers, dask_address))
     out.print(_summary_line("bill", rep))
     print_invoices(_latest_invoices(Lake(lk.root)))
@@ -167,10 +174,11 @@ def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
            no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record firings."),
            executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """-> alerts_fired, deliveries."""
-    from flows.alerts import alerts_flow
 
     lk = open_lake(lake)
     open_catalog(lk)
+    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    from flows.alerts import alerts_flow
     rep = alerts_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver,
                       **_executor(executor, workers, dask_address))
     out.print(_summary_line("alerts", rep))
@@ -181,10 +189,11 @@ def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
         no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record alert firings."),
         executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """ingest -> meter -> bill -> alerts."""
-    from flows.run import run_flow
 
     lk = open_lake(lake)
     open_catalog(lk)
+    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    from flows.run import run_flow
     rep = run_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver,
                    **_executor(executor, workers, dask_address))
     out.print(_summary_line("run", rep))
@@ -199,10 +208,10 @@ def backfill(
     executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS,
 ):
     """Re-run the pipeline over a past range, period by period, idempotently."""
-    from flows.backfill import backfill_flow
 
     lk = open_lake(lake)
     open_catalog(lk)
+    from flows.backfill import backfill_flow
     start, end = parse_instant(from_, "--from"), parse_instant(to, "--to")
     if end <= start:
         raise UsageError("--to: must be after --from")
@@ -305,10 +314,10 @@ def report(lake: Optional[str] = LAKE, invoice: Optional[str] = typer.Option(Non
 @app.command()
 def serve(lake: Optional[str] = LAKE):
     """Serve the scheduled deployments (hourly ingest and metering, daily alerts, period close)."""
-    from flows.deployments import serve_all
 
     lk = open_lake(lake)
     open_catalog(lk)
+    from flows.deployments import serve_all
     serve_all(str(lk.root))
 
 
@@ -335,15 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     verb = next((a for a in args if not a.startswith("-")), "")
     try:
         cmd.main(args=args, prog_name="meterbill", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as e:  # plain `meterbill`: help, exit 0
+    except click_exc.NoArgsIsHelpError as e:  # plain `meterbill`: help, exit 0
         out.print(e.ctx.get_help())
         return 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("meterbill: aborted")
         return 130
-    except click.exceptions.UsageError as e:
+    except click_exc.UsageError as e:
         err.print(f"meterbill {verb}: error: {' '.join(e.format_message().split())}".replace("  ", " "))
         return 2
     except UsageError as e:
