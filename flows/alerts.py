@@ -1,0 +1,67 @@
+"""`meterbill alerts`: evaluate every alert of the catalogue -> alerts_fired, then deliver -> deliveries."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+
+from catalog import Catalog, Lake, load_catalog
+from catalog.schemas import conform
+from flows.common import parse_instant
+from transforms.alert_values import alert_values
+from transforms.alerts import evaluate
+from transforms.metering import apply_cancellations
+from transforms.pricing import customer_periods
+
+
+def evaluate_all(lk: Lake, cat: Catalog, as_of: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(every firing so far, the new ones of this run)."""
+    counting = apply_cancellations(lk.read("events").filter(pl.col("event_time") < as_of))
+    invoices, lines, ledger = lk.read("invoices"), lk.read("line_items"), lk.read("credit_ledger")
+    before = lk.read("alerts_fired")
+    periods = {}
+    if any(a.window == "billing_period" for a in cat.alerts.values()):
+        for cid in cat.customers:
+            periods[cid] = [(p.start, p.end) for p in customer_periods(cat, cid, as_of + dt.timedelta(microseconds=1))]
+    tzs = {cid: c.timezone for cid, c in cat.customers.items()}
+    new = []
+    for alert in cat.alerts.values():
+        vals = alert_values(alert, cat, as_of, counting=counting, invoices=invoices, line_items=lines,
+                            ledger=ledger, periods=periods)
+        new.append(evaluate(alert, vals, as_of, already_fired=before, timezones=tzs))
+    new_df = conform("alerts_fired", pl.concat(new)) if new else conform("alerts_fired", pl.DataFrame())
+    return conform("alerts_fired", pl.concat([before, new_df])), new_df
+
+
+def run_alerts(lk: Lake, cat: Catalog, as_of: dt.datetime, deliver: bool = True, log=None) -> dict:
+    fired, new = evaluate_all(lk, cat, as_of)
+    lk.write("alerts_fired", fired)
+    summary = {"fired": new.height, "firings_total": fired.height, "delivered": 0, "failed": 0}
+    if deliver and any(a.channels for a in cat.alerts.values()):
+        from flows.notify import deliver as send
+
+        previous = lk.read("deliveries")
+        attempts = send(fired, cat.alerts, cat.settings, cat.customers, previous,
+                        now=lambda: dt.datetime.now(dt.timezone.utc))
+        lk.write("deliveries", pl.concat([previous, conform("deliveries", attempts)]))
+        summary["delivered"] = attempts.filter(pl.col("status") == "delivered").height
+        summary["failed"] = attempts.filter(pl.col("status") != "delivered").height
+    if log:
+        for r in new.iter_rows(named=True):
+            log(f"alert fired: {r['message']}")
+    return summary
+
+
+@task(name="evaluate-and-deliver-alerts", retries=1, retry_delay_seconds=2)
+def alerts_task(lake: str, as_of: str, deliver: bool) -> dict:
+    lk = Lake(lake)
+    return run_alerts(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), deliver, log=get_run_logger().info)
+
+
+@flow(name="alerts")
+def alerts_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = True, executor: str = "local",
+                workers: int | None = None, dask_address: str | None = None) -> dict:
+    """Fire each alert at most once per (alert, customer, window); deliver to every channel once."""
+    return alerts_task(str(Lake(lake).root), parse_instant(as_of).isoformat(), deliver)
