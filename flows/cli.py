@@ -215,8 +215,22 @@ def backfill(
     start, end = parse_instant(from_, "--from"), parse_instant(to, "--to")
     if end <= start:
         raise UsageError("--to: must be after --from")
-    rep = backfill_flow(lake=str(lk.root), start=start.isoformat(), end=end.isoformat(), deliver=not no_deliver,
-                        **_executor(executor, workers, dask_address))
+    import flows.backfill as bf
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bar:
+        task = bar.add_task("backfill", total=None)
+
+        def hook(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        bf.PROGRESS_HOOK = hook
+        try:
+            rep = backfill_flow(lake=str(lk.root), start=start.isoformat(), end=end.isoformat(),
+                                deliver=not no_deliver, **_executor(executor, workers, dask_address))
+        finally:
+            bf.PROGRESS_HOOK = None
     out.print(_summary_line("backfill", rep))
 
 
