@@ -281,3 +281,48 @@ def test_message_uses_the_customers_local_week():
 def test_empty_values_give_an_empty_frame_of_the_schema():
     out = evaluate(make_alert(), frame([]), AS_OF)
     assert out.height == 0 and out.schema == pl.Schema(SCHEMAS["alerts_fired"])
+
+
+def test_all_customers_with_no_values_fires_nothing():
+    alert = make_alert(scope="all_customers", threshold=0, condition="greater_than")
+    assert evaluate(alert, frame([]), AS_OF).height == 0
+
+
+def test_windows_and_evaluation_in_a_dst_zone():
+    """A daily less_than in New York on the 23-hour day of spring forward (2026-03-08)."""
+    alert = make_alert(window="day", condition="less_than", threshold=10)
+    as_of = utc(2026, 3, 9, 12)
+    w = alert_windows(alert, as_of, "America/New_York")
+    values = frame([("acme", *w.before_last, 20, True), ("acme", *w.last_complete, "9.5", True),
+                    ("acme", *w.current, 0, False)])
+    out = evaluate(alert, values, as_of, timezones={"acme": "America/New_York"})
+    assert out.select("window_start", "window_end", "previous_value").rows() == [
+        (utc(2026, 3, 8, 5), utc(2026, 3, 9, 4), D(20))]
+    assert out["message"][0] == "acme: compute_hours 9.5 < 10 in day of 2026-03-08"
+
+
+# ---------------------------------------------------------------- properties
+
+from fractions import Fraction  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+decimals = st.decimals(min_value=-10**12, max_value=10**12, places=9, allow_nan=False, allow_infinity=False)
+
+
+def _pct(cur: D, prev: D) -> Fraction:
+    if prev == 0:
+        return Fraction(0 if cur == 0 else (100 if cur > 0 else -100))
+    return (Fraction(cur) - Fraction(prev)) * 100 / abs(Fraction(prev))
+
+
+@settings(max_examples=300, deadline=None)
+@given(cur=decimals, prev=decimals, t=st.decimals(min_value=0, max_value=10**6, places=9))
+def test_decisions_agree_with_exact_rational_arithmetic(cur, prev, t):
+    assert decide("percent_change_above", t, cur, prev) is (_pct(cur, prev) >= Fraction(t))
+    assert decide("percent_change_below", t, cur, prev) is (_pct(cur, prev) <= -Fraction(t))
+    assert decide("change_above", t, cur, prev) is (Fraction(cur) - Fraction(prev) >= Fraction(t))
+    assert decide("change_below", t, cur, prev) is (Fraction(prev) - Fraction(cur) >= Fraction(t))
+    assert decide("greater_than", t, cur, None) is (cur > t)
+    assert decide("less_than", t, cur, None) is (cur < t)
