@@ -6,6 +6,7 @@ are moved into place with renames, so a crash mid-run leaves the previous output
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -78,6 +79,23 @@ class Lake:
 
     def partition_dir(self, table: str, value) -> Path:
         return self.table_dir(table) / f"{PARTITIONS[table]}={value}"
+
+    # ------------------------------------------------------------ run state (watermarks)
+    def _state_path(self, name: str) -> Path:
+        if not _SAFE_TABLE.match(name):
+            raise KeyError(f"bad state name {name!r}")
+        return self.warehouse_dir / "_state" / f"{name}.json"
+
+    def read_state(self, name: str) -> dict | None:
+        p = self._state_path(name)
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    def write_state(self, name: str, state: dict) -> None:
+        p = self._state_path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, p)
 
     # ------------------------------------------------------------ reads
     def scan(self, table: str) -> pl.LazyFrame:
