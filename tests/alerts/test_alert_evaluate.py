@@ -326,3 +326,11 @@ def test_decisions_agree_with_exact_rational_arithmetic(cur, prev, t):
     assert decide("change_below", t, cur, prev) is (Fraction(prev) - Fraction(cur) >= Fraction(t))
     assert decide("greater_than", t, cur, None) is (cur > t)
     assert decide("less_than", t, cur, None) is (cur < t)
+
+
+def test_per_customer_evaluates_a_pre_aggregated_star_series_as_given():
+    """e.g. events of undefined customers, counted together by the caller under '*'."""
+    alert = make_alert(metric="undefined_customer", meter_api_name=None, threshold=0)
+    out = evaluate(alert, frame([("*", *W3, 3, False)]), AS_OF)
+    assert out.select("customer_id", "current_value").rows() == [("*", D(3))]
+    assert out["message"][0] == "all customers: events of undefined customers 3 > 0 in week of 2026-01-12"

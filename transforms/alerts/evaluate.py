@@ -183,10 +183,10 @@ def _prepare(alert: Alert, values: pl.DataFrame) -> pl.DataFrame:
             .with_columns(pl.lit(ALL).alias("customer_id"))
         )
         v = pl.concat([totals, summed.select(totals.columns)])
-    else:
-        v = v.filter(pl.col("customer_id") != ALL)
-        if alert.scope == "customer":
-            v = v.filter(pl.col("customer_id") == alert.customer_id)
+    elif alert.scope == "customer":
+        v = v.filter(pl.col("customer_id") == alert.customer_id)
+    # per_customer: every series as given ('*' included: a caller may pre-aggregate, e.g. the
+    # events of undefined customers, whose ids are not customers of the catalogue)
     dup = v.group_by("customer_id", "window_start").len().filter(pl.col("len") > 1)
     if dup.height:
         row = dup.sort("customer_id", "window_start").row(0, named=True)
@@ -237,7 +237,8 @@ def evaluate(
                    the metric per customer and window (the window in progress, complete = false,
                    and the complete windows before it). For scope all_customers, '*' rows are used
                    as given, and per-customer rows of windows without a '*' row are summed.
-                   per_customer ignores '*' rows; scope customer keeps only alert.customer_id.
+                   per_customer evaluates every customer_id given (a '*' row too, as one series);
+                   scope customer keeps only alert.customer_id.
                    A customer missing from a computed complete window next to one of its own
                    windows counts as 0 there (see `_fill_gaps`); null values are not evaluated.
     already_fired  alerts_fired rows of earlier runs: their (alert_id, customer_id, window_start)
