@@ -334,3 +334,11 @@ def test_per_customer_evaluates_a_pre_aggregated_star_series_as_given():
     out = evaluate(alert, frame([("*", *W3, 3, False)]), AS_OF)
     assert out.select("customer_id", "current_value").rows() == [("*", D(3))]
     assert out["message"][0] == "all customers: events of undefined customers 3 > 0 in week of 2026-01-12"
+
+
+def test_large_values_keep_every_digit_in_messages():
+    big = "12345678901234567890123456789.123456789"  # 38 digits, the DECIMAL(38, 9) maximum
+    alert = make_alert(condition="percent_change_above", threshold=1)
+    out = evaluate(alert, frame([("acme", *W1, "0.000000001", True), ("acme", *W2, big, True)]), AS_OF)
+    assert out["current_value"][0] == D(big)
+    assert big in out["message"][0]

@@ -1,4 +1,25 @@
-"""Alert evaluation (SPEC §6): windows, conditions, firings and payload templates. Pure functions."""
+"""Alert evaluation (SPEC §6): windows, conditions, firings and payload templates. Pure functions.
+
+Decisions where SPEC §6 is silent (peers' behaviour: Amberflo, Stripe, OpenMeter):
+
+* Threshold conditions are checked on every complete window the caller passes (plus the window
+  in progress for greater_than); change conditions on every complete window whose predecessor
+  (window_end = its window_start) is also passed. Callers pass the in-progress window and the last
+  two complete windows, so in practice: the last complete window against the one before.
+* A customer missing from a computed complete window next to one of its own windows counts as 0
+  there (§4: a window without events is 0), so a drop to nothing is a -100% change. A customer
+  absent from `values` altogether is not evaluated.
+* Percentage change with a negative previous value divides by |prev| (same as §4 for prev > 0);
+  prev = 0 > cur gives -100 (the mirror of Amberflo's 100 for prev = 0 < cur).
+* previous_value of a threshold firing is the window before's value when known, else null.
+* all_customers: a '*' row given for a window is used as is; otherwise its customers' rows are
+  summed. per_customer evaluates every customer_id given, '*' included (pre-aggregated series).
+* A window's `complete` flag is the caller's; rows starting after as_of are never evaluated.
+* `metric` in alerts_fired is the alert's metric kind (usage, spend, ...); the meter or product
+  item is named in the message.
+* Payload templates: a placeholder inside a JSON string is filled with escaped text, outside one
+  with a JSON literal (decimals as exact numbers, null when absent).
+"""
 
 from transforms.alerts.evaluate import decide, evaluate, fmt_decimal, percent_change
 from transforms.alerts.payload import (

@@ -105,7 +105,9 @@ def fmt_decimal(d: Optional[Decimal]) -> str:
     d = Decimal(d)
     if d == 0:
         return "0"
-    return format(d.normalize(), "f")
+    with localcontext() as ctx:
+        ctx.prec = 100  # normalize() rounds to the context: keep all 38 digits of DECIMAL(38, 9)
+        return format(d.normalize(), "f")
 
 
 # ---------------------------------------------------------------- messages
@@ -143,6 +145,13 @@ def _when(alert: Alert, start: dt.datetime, tz: str) -> str:
 
 def _message(alert: Alert, customer: str, start: dt.datetime, tz: str, cur: Decimal,
              prev: Optional[Decimal]) -> str:
+    with localcontext() as ctx:
+        ctx.prec = 100  # differences and percentages of DECIMAL(38, 9) values, unrounded
+        return _message_text(alert, customer, start, tz, cur, prev)
+
+
+def _message_text(alert: Alert, customer: str, start: dt.datetime, tz: str, cur: Decimal,
+                  prev: Optional[Decimal]) -> str:
     who = "all customers" if customer == ALL else customer
     what = _metric_label(alert)
     when = _when(alert, start, tz)
