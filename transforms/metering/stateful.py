@@ -1,0 +1,319 @@
+"""Stateful meters (SPEC §4): running_total, high_watermark, event_duration, weighted_sum.
+
+Their value over a window depends on every earlier event of the series (the customer's events of
+the meter, after the filter, in one group-by combination), so they are evaluated per series in
+exact integer microseconds and Python Decimals (under a context that traps any rounding); only
+the final quotient (weighted_sum, durations) is rounded, once, to 9 fractional digits half-even.
+
+Time model. Events at the same instant are applied together, in the order (unique_id, a missing
+one first; then meter_value). For a series the state is a step function of time that changes at
+event instants and is right-continuous: the state *at* instant t already includes the events at t.
+
+- running_total: level L(t) = Σ values of events at or before t (since the beginning of history).
+  reducer end → L just before the window end (events < end); reducer max → the highest level at
+  any instant of [start, end): the level at start, and after each instant with events inside.
+- high_watermark: each event sets the level to its value at its instant (so every event value in
+  the window is a level reached during it); the level of the last event of an instant holds until
+  the next instant with events or until timeout_minutes pass, then it is 0; before the first event
+  it is 0. Window value = max level over [start, end) — including the level carried in at start
+  and a 0 when a timeout (or the time before the first event) falls inside the window.
+- event_duration: per resource (tuple of resource_dimensions; events lacking one are ignored),
+  value > 0 starts it (a start while running is ignored), value <= 0 stops it (a stop while stopped
+  is ignored). Running intervals [start, stop); a still-open one runs to as_of (to +∞ without
+  as_of). Window value = Σ over resources of |interval ∩ [start, end)| in duration_unit.
+- weighted_sum: level L(t) as for running_total (values are deltas);
+  window value = ∫_start^end L(t) dt / (end − start).
+
+A window gets a row when the series has events in it or a non-zero state carried in from the
+events before its start (level ≠ 0, a running resource).
+"""
+
+from __future__ import annotations
+
+import decimal
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Iterator
+
+import polars as pl
+
+from catalog.config import Meter
+from catalog.schemas import DEC, TS
+from transforms.metering.common import EXACT, US_PER_UNIT, ZERO, dec_series, div9, ts_from_us
+
+STATEFUL = frozenset({"running_total", "high_watermark", "event_duration", "weighted_sum"})
+
+Windows = list[tuple[int, int]]  # (start_us, end_us), sorted
+
+
+def _us(t: datetime | None) -> int | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        from datetime import timezone
+        t = t.replace(tzinfo=timezone.utc)
+    return int(pl.Series([t]).cast(TS).dt.epoch("us")[0])
+
+
+# ---------------------------------------------------------------- per-series evaluators
+# Each takes one series' events (times ascending, in application order) and its windows, and
+# yields (start_us, end_us, value) for the windows that get a row.
+
+
+def _instants(ts: list[int], vs: list[Decimal]) -> tuple[list[int], list[Decimal]]:
+    """Distinct instants and the cumulative level after all events of each."""
+    u: list[int] = []
+    lv: list[Decimal] = []
+    level = ZERO
+    for t, v in zip(ts, vs):
+        level += v
+        if u and u[-1] == t:
+            lv[-1] = level
+        else:
+            u.append(t)
+            lv.append(level)
+    return u, lv
+
+
+def running_total(ts, vs, windows: Windows, reducer: str = "end") -> Iterator[tuple[int, int, Decimal]]:
+    u, lv = _instants(ts, vs)
+    for s, e in windows:
+        i0, i1 = bisect_left(u, s), bisect_left(u, e)
+        carried = lv[i0 - 1] if i0 > 0 else ZERO
+        if i1 == i0 and carried == 0:
+            continue
+        if reducer == "end":
+            val = lv[i1 - 1] if i1 > 0 else ZERO
+        else:
+            cands = lv[i0:i1]
+            if not (i0 < i1 and u[i0] == s):  # no event at `start`: the carried level is a level of the window
+                cands = [*cands, carried]
+            val = max(cands)
+        yield s, e, val
+
+
+def high_watermark(ts, vs, windows: Windows, timeout_us: int | None) -> Iterator[tuple[int, int, Decimal]]:
+    u: list[int] = []
+    hold: list[Decimal] = []  # level holding after the instant (its last event)
+    top: list[Decimal] = []   # highest value set at the instant
+    for t, v in zip(ts, vs):
+        if u and u[-1] == t:
+            hold[-1] = v
+            if v > top[-1]:
+                top[-1] = v
+        else:
+            u.append(t)
+            hold.append(v)
+            top.append(v)
+    n = len(u)
+    INF = None
+    for s, e in windows:
+        i0, i1 = bisect_left(u, s), bisect_left(u, e)
+        k = i0 - 1
+        carried = hold[k] if k >= 0 and (timeout_us is None or s < u[k] + timeout_us) else ZERO
+        if i1 == i0 and carried == 0:
+            continue
+        cands = top[i0:i1]
+        for k in range(i0 - 1, i1):
+            if k < 0:  # before the first event the level is 0
+                if n == 0 or s < u[0]:
+                    cands.append(ZERO)
+                continue
+            nxt = u[k + 1] if k + 1 < n else INF
+            if timeout_us is None:
+                hold_end, gap = nxt, None
+            else:
+                dead = u[k] + timeout_us
+                hold_end = dead if nxt is None or dead < nxt else nxt
+                gap = (dead, nxt) if nxt is None or dead < nxt else None
+            if max(u[k], s) < (e if hold_end is None else min(hold_end, e)):
+                cands.append(hold[k])
+            if gap is not None and max(gap[0], s) < (e if gap[1] is None else min(gap[1], e)):
+                cands.append(ZERO)
+        yield s, e, max(cands)
+
+
+def weighted_sum(ts, vs, windows: Windows) -> Iterator[tuple[int, int, Decimal]]:
+    u, lv = _instants(ts, vs)
+    cum: list[Decimal] = []  # ∫ from u[0] to u[k] of the level
+    acc = ZERO
+    for k in range(len(u)):
+        if k:
+            acc += lv[k - 1] * (u[k] - u[k - 1])
+        cum.append(acc)
+
+    def integral_to(x: int) -> Decimal:
+        k = bisect_right(u, x) - 1
+        if k < 0:
+            return ZERO
+        return cum[k] + lv[k] * (x - u[k])
+
+    for s, e in windows:
+        i0, i1 = bisect_left(u, s), bisect_left(u, e)
+        carried = lv[i0 - 1] if i0 > 0 else ZERO
+        if i1 == i0 and carried == 0:
+            continue
+        yield s, e, div9(integral_to(e) - integral_to(s), e - s)
+
+
+def resource_intervals(ts, vs) -> list[tuple[int, int | None]]:
+    """[start, stop) running intervals of one resource; stop None = still running."""
+    out: list[tuple[int, int | None]] = []
+    start = None
+    for t, v in zip(ts, vs):
+        if v > 0:
+            if start is None:
+                start = t
+        elif start is not None:
+            out.append((start, t))
+            start = None
+    if start is not None:
+        out.append((start, None))
+    return out
+
+
+def event_duration(intervals: list[tuple[int, int | None]], event_times: list[int], windows: Windows,
+                   as_of_us: int | None, unit_us: int) -> Iterator[tuple[int, int, Decimal]]:
+    """Total running time of a group's resources inside each window, in the duration unit.
+
+    G(x) = Σ_i |[a_i, b_i) ∩ (−∞, x)| = Σ_{a_i<x} (x − a_i) − Σ_{b_i<x} (x − b_i), with prefix
+    sums over sorted starts and ends, so each window costs O(log n)."""
+    starts_all = sorted(a for a, _ in intervals)
+    stops_all = sorted(b for _, b in intervals if b is not None)
+    A: list[int] = []
+    B: list[int] = []
+    for a, b in intervals:
+        if b is None:
+            if as_of_us is None:
+                A.append(a)
+                continue
+            b = as_of_us
+        if b > a:
+            A.append(a)
+            B.append(b)
+    A.sort()
+    B.sort()
+    pa, pb = [0], [0]
+    for a in A:
+        pa.append(pa[-1] + a)
+    for b in B:
+        pb.append(pb[-1] + b)
+
+    def G(x: int) -> int:
+        ia, ib = bisect_left(A, x), bisect_left(B, x)
+        return (ia * x - pa[ia]) - (ib * x - pb[ib])
+
+    event_times = sorted(event_times)
+    for s, e in windows:
+        has_events = bisect_left(event_times, e) > bisect_left(event_times, s)
+        running = bisect_left(starts_all, s) - bisect_left(stops_all, s)
+        if not has_events and running <= 0:
+            continue
+        yield s, e, div9(G(e) - G(s), unit_us)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def stateful_values(
+    ev: pl.DataFrame,
+    meter: Meter,
+    windows: pl.DataFrame,
+    group_cols: Sequence[str],
+    *,
+    resource_cols: Sequence[str] = (),
+    window_keys: Sequence[str] = (),
+    as_of: datetime | None = None,
+) -> pl.DataFrame:
+    """Rows (customer_id, window_start, window_end, *group_cols, value) of a stateful meter.
+
+    `ev`: customer_id, event_time, value (non-null), unique_id, the group and resource columns.
+    `windows`: normalized windows with customer_id and the `window_keys` (a subset of group_cols:
+    windows per series instead of per customer)."""
+    group_cols, window_keys, resource_cols = list(group_cols), list(window_keys), list(resource_cols)
+    wkey = ["customer_id", *window_keys]
+    out_schema = {"customer_id": pl.String, "window_start": TS, "window_end": TS,
+                  **{c: pl.String for c in group_cols}, "value": DEC}
+    if ev.height == 0 or windows.height == 0:
+        return pl.DataFrame(schema=out_schema)
+    limits = windows.group_by(wkey).agg(pl.col("window_end").max().alias("__lim"))
+    ev = (ev.join(limits, on=wkey, how="inner")
+          .filter(pl.col("event_time") < pl.col("__lim"))
+          .sort(["customer_id", *group_cols, *resource_cols, "event_time", "unique_id", "value"],
+                nulls_last=False))
+    if ev.height == 0:
+        return pl.DataFrame(schema=out_schema)
+
+    wdict: dict[tuple, Windows] = {}
+    wk = windows.select(*wkey, pl.col("window_start").dt.epoch("us"), pl.col("window_end").dt.epoch("us"))
+    for row in wk.sort([*wkey, "window_start", "window_end"]).iter_rows():
+        wdict.setdefault(tuple(row[:-2]), []).append((row[-2], row[-1]))
+
+    cust = ev["customer_id"].to_list()
+    groups = [ev[c].to_list() for c in group_cols]
+    res = [ev[c].to_list() for c in resource_cols]
+    ts = ev["event_time"].dt.epoch("us").to_list()
+    vs = ev["value"].to_list()
+    n = len(ts)
+    gpos = [group_cols.index(k) for k in window_keys]
+
+    t_ = meter.type
+    timeout_us = meter.timeout_minutes * 60_000_000 if meter.timeout_minutes else None
+    as_of_us = _us(as_of)
+    unit_us = US_PER_UNIT[meter.duration_unit]
+
+    o_c: list[str] = []
+    o_s: list[int] = []
+    o_e: list[int] = []
+    o_g: list[list] = [[] for _ in group_cols]
+    o_v: list[Decimal] = []
+
+    def series_key(i: int) -> tuple:
+        return (cust[i], *(g[i] for g in groups))
+
+    with decimal.localcontext(EXACT):
+        i = 0
+        while i < n:
+            key = series_key(i)
+            j = i + 1
+            while j < n and series_key(j) == key:
+                j += 1
+            wins = wdict.get((key[0], *(key[1 + p] for p in gpos)))
+            if wins:
+                if t_ == "event_duration":
+                    intervals: list[tuple[int, int | None]] = []
+                    r0 = i
+                    while r0 < j:
+                        rk = tuple(r[r0] for r in res)
+                        r1 = r0 + 1
+                        while r1 < j and tuple(r[r1] for r in res) == rk:
+                            r1 += 1
+                        if all(x is not None for x in rk):
+                            intervals.extend(resource_intervals(ts[r0:r1], vs[r0:r1]))
+                        r0 = r1
+                    times = [ts[x] for x in range(i, j) if all(r[x] is not None for r in res)]
+                    rows = event_duration(intervals, times, wins, as_of_us, unit_us)
+                elif t_ == "running_total":
+                    rows = running_total(ts[i:j], vs[i:j], wins, meter.reducer)
+                elif t_ == "high_watermark":
+                    rows = high_watermark(ts[i:j], vs[i:j], wins, timeout_us)
+                elif t_ == "weighted_sum":
+                    rows = weighted_sum(ts[i:j], vs[i:j], wins)
+                else:
+                    raise ValueError(f"not a stateful meter type: {t_!r}")
+                for s, e, v in rows:
+                    o_c.append(key[0])
+                    o_s.append(s)
+                    o_e.append(e)
+                    for gi in range(len(group_cols)):
+                        o_g[gi].append(key[1 + gi])
+                    o_v.append(v)
+            i = j
+
+    cols = [pl.Series("customer_id", o_c, dtype=pl.String), ts_from_us("window_start", o_s),
+            ts_from_us("window_end", o_e)]
+    cols += [pl.Series(c, o_g[gi], dtype=pl.String) for gi, c in enumerate(group_cols)]
+    cols.append(dec_series("value", o_v))
+    return pl.DataFrame(cols)
