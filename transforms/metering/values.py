@@ -52,6 +52,22 @@ def meter_values(
     One row per window × group that has events in the window or (stateful types) a non-zero state
     carried in; with no group_by every distinct input window gets a row (0 when nothing counts).
     """
+    return meter_rows(events, meter, windows, group_by=group_by, filter=filter, as_of=as_of,
+                      fill_windows=True)
+
+
+def meter_rows(
+    events: pl.DataFrame,
+    meter: Meter,
+    windows: pl.DataFrame,
+    *,
+    group_by: Sequence[str] = (),
+    filter: Mapping[str, Sequence[str]] | None = None,
+    as_of: datetime | None = None,
+    fill_windows: bool = False,
+) -> pl.DataFrame:
+    """meter_values, but by default only the windows (× groups) that have events or a carried-in
+    stateful level get a row, also without group_by."""
     keys = check_group_by(group_by)
     gcols = {f"__g{i}": k for i, k in enumerate(keys)}
     w = normalize_windows(windows)
@@ -72,7 +88,7 @@ def meter_values(
         res = simple_values(assign_windows(ev, w), t, list(gcols), [c for c in extra if c.startswith("__u")])
     else:
         raise ValueError(f"unknown meter type {t!r}")
-    if not keys:
+    if fill_windows and not keys:
         res = (w.select("customer_id", "window_start", "window_end")
                .join(res, on=["customer_id", "window_start", "window_end"], how="left")
                .with_columns(pl.col("value").fill_null(pl.lit(0, dtype=DEC))))

@@ -1,0 +1,177 @@
+"""The usage query (SPEC §4, Amberflo's usage API): buckets × groups, gap-filled, with the
+percentage change from the previous bucket and a total per group.
+
+Decisions where the SPEC is silent (documented here and in the module's tests):
+
+- Buckets are whole calendar windows (`calendar_windows`): the first contains `start`, the last
+  ends at or after `end`. `start`/`end` that are `date`s mean local midnight in the bucket zone
+  (per customer when `tz` maps customers to zones and customer_id is grouped); datetimes are
+  instants (naive = UTC).
+- `tz` as a mapping only applies when customer_id is grouped (each customer's buckets in its own
+  zone; customers missing from the mapping use UTC); otherwise buckets are UTC.
+- Without customer_id in group_by the customers are combined: event-set meters (sum, count,
+  max, min, avg, latest, unique_count) are evaluated over the union of all customers' events
+  (distinct users across customers are counted once); stateful meters are evaluated per customer
+  (their level is a customer's state) and the customers' values are added up.
+- Groups are the group-key combinations that have a row in some bucket (events, or a carried-in
+  stateful level); each gets every bucket, 0 where it has no row. With no group_by there is one
+  group and it always has every bucket.
+- percent_from_previous = (cur − prev) / prev × 100 computed exactly and then rounded to the
+  nearest float; 100 when prev = 0 < cur, −100 when prev = 0 > cur, 0 when both are 0, 0 for the
+  first bucket.
+- group_total: the sum of the buckets for sum and count; for every other type the meter's exact
+  value over the group's whole range [first bucket start, last bucket end) (for stateful meters
+  without customer_id grouping: the sum over customers of that value).
+- top N: the N groups with the largest group_total (ties: group keys ascending, nulls first).
+- Output sorted by the group keys (nulls first) then window_start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
+
+import polars as pl
+
+from catalog.config import STATEFUL_TYPES, Meter
+from catalog.schemas import DEC, TS
+from transforms.metering.cancel import counting
+from transforms.metering.values import check_group_by, meter_rows
+from transforms.metering.windows import calendar_windows, check_window, zone
+
+ALL = "*"  # the pseudo-customer of combined (not customer-grouped) event-set queries
+ADDITIVE = frozenset({"sum", "count"})
+
+
+def percent_change(prev: Decimal | None, cur: Decimal) -> float:
+    """(cur − prev) / prev × 100, exact then rounded once to a float; see the module notes."""
+    if prev is None:
+        return 0.0
+    if prev == 0:
+        return 0.0 if cur == 0 else (100.0 if cur > 0 else -100.0)
+    return float((Fraction(cur) - Fraction(prev)) / Fraction(prev) * 100)
+
+
+def usage_query(
+    events: pl.DataFrame,
+    meter: Meter,
+    *,
+    window: str,
+    start: dt.datetime | dt.date,
+    end: dt.datetime | dt.date,
+    group_by: Sequence[str] = (),
+    filter: Mapping[str, Sequence[str]] | None = None,
+    top: int | None = None,
+    tz: str | Mapping[str, str] = "UTC",
+    as_of: dt.datetime | None = None,
+) -> pl.DataFrame:
+    """Columns: *group_by, window_start, window_end, value (DEC), percent_from_previous (Float64),
+    group_total (DEC). group_by may hold "customer_id" and dimension keys."""
+    check_window(window)
+    gb = [group_by] if isinstance(group_by, str) else list(group_by)
+    if len(set(gb)) != len(gb):
+        raise ValueError("group_by: a key is given twice")
+    by_customer = "customer_id" in gb
+    dim_keys = check_group_by([k for k in gb if k != "customer_id"],
+                              reserved={"window_start", "window_end", "value", "percent_from_previous",
+                                        "group_total"})
+    if top is not None and top < 1:
+        raise ValueError("top must be at least 1")
+    if isinstance(tz, str):
+        zone(tz)
+    else:
+        for z in tz.values():
+            zone(z)
+
+    ev = counting(events)
+    if "meter_api_name" in ev.columns:
+        ev = ev.filter(pl.col("meter_api_name") == meter.meter_api_name)
+    stateful = meter.type in STATEFUL_TYPES
+
+    def zone_of(c: str) -> str:
+        if isinstance(tz, str):
+            return tz
+        return tz.get(c, "UTC") if by_customer else "UTC"
+
+    buckets_cache: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+
+    def buckets(z: str) -> list[tuple[dt.datetime, dt.datetime]]:
+        if z not in buckets_cache:
+            buckets_cache[z] = calendar_windows(start, end, window, z)
+        return buckets_cache[z]
+
+    # customers whose windows we evaluate
+    if by_customer or stateful:
+        customers = sorted(c for c in ev["customer_id"].unique().to_list() if c is not None)
+    else:
+        customers = [ALL]
+        ev = ev.with_columns(pl.lit(ALL).alias("customer_id"))
+    bucket_rows = [(c, s, e) for c in customers for s, e in buckets(zone_of(c))]
+    wins = pl.DataFrame(bucket_rows, schema={"customer_id": pl.String, "window_start": TS, "window_end": TS},
+                        orient="row")
+    span_rows = [(c, b[0][0], b[-1][1]) for c in customers if (b := buckets(zone_of(c)))]
+    spans = pl.DataFrame(span_rows, schema={"customer_id": pl.String, "window_start": TS, "window_end": TS},
+                         orient="row")
+
+    vals = meter_rows(ev, meter, wins, group_by=dim_keys, filter=filter, as_of=as_of)
+    totals = None
+    if meter.type not in ADDITIVE:
+        totals = meter_rows(ev, meter, spans, group_by=dim_keys, filter=filter, as_of=as_of)
+
+    gcols = gb  # the group identity: customer_id and/or dimension keys, in the caller's order
+    if not by_customer:  # combine customers (one pseudo-customer, or a sum of stateful levels)
+        vals = vals.group_by(["window_start", "window_end", *dim_keys]).agg(pl.col("value").sum())
+        if totals is not None:
+            totals = (totals.group_by(dim_keys).agg(pl.col("value").sum()) if dim_keys
+                      else totals.select(pl.col("value").sum()))
+
+    # gap fill: every group gets every bucket (of its customer's zone)
+    if gcols:
+        groups = vals.select(gcols).unique()
+        grid = (groups.join(wins, on="customer_id", how="inner") if by_customer
+                else groups.join(pl.DataFrame(buckets(zone_of(ALL)), schema={"window_start": TS, "window_end": TS},
+                                              orient="row"), how="cross"))
+    else:
+        grid = pl.DataFrame(buckets(zone_of(ALL)), schema={"window_start": TS, "window_end": TS}, orient="row")
+    on = [*gcols, "window_start", "window_end"]
+    grid = (grid.join(vals.select(*on, "value"), on=on, how="left", nulls_equal=True)
+            .with_columns(pl.col("value").fill_null(pl.lit(0, dtype=DEC))))
+
+    # group totals
+    if gcols:
+        if totals is None:
+            tot = grid.group_by(gcols).agg(pl.col("value").sum().alias("group_total"))
+        else:
+            tot = totals.select(*gcols, pl.col("value").alias("group_total"))
+        grid = grid.join(tot, on=gcols, how="left", nulls_equal=True)
+    else:
+        src = grid if totals is None else totals
+        grid = grid.with_columns(pl.lit(src["value"].sum() if src.height else Decimal(0), dtype=DEC)
+                                 .alias("group_total"))
+    grid = grid.with_columns(pl.col("group_total").fill_null(pl.lit(0, dtype=DEC)).cast(DEC))
+
+    if top is not None and gcols:
+        ranked = (grid.select(*gcols, "group_total").unique()
+                  .sort(["group_total", *gcols], descending=[True] + [False] * len(gcols), nulls_last=False)
+                  .head(top))
+        grid = grid.join(ranked.select(gcols), on=gcols, how="semi", nulls_equal=True)
+
+    grid = grid.sort([*gcols, "window_start"], nulls_last=False)
+    pct: list[float] = []
+    prev_key = object()
+    prev_val: Decimal | None = None
+    for row in grid.select(*gcols, "value").iter_rows():
+        key, cur = row[:-1], row[-1]
+        if key != prev_key:
+            prev_val = None
+            prev_key = key
+        pct.append(percent_change(prev_val, cur))
+        prev_val = cur
+    grid = grid.with_columns(pl.Series("percent_from_previous", pct, dtype=pl.Float64))
+    return grid.select(
+        *[pl.col(c).cast(pl.String) for c in gb],
+        pl.col("window_start").cast(TS), pl.col("window_end").cast(TS),
+        pl.col("value").cast(DEC), "percent_from_previous", pl.col("group_total").cast(DEC),
+    )
