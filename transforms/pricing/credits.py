@@ -41,13 +41,17 @@ class Grant:
         return self.product_item_ids is None or product_item_id in self.product_item_ids
 
 
-def grant_from_credit(credit: Credit, tz: str = "UTC") -> Grant:
-    """A catalogue credit as a Grant (dates are midnight in the customer's zone `tz`)."""
+def grant_from_credit(credit: Credit, tz: str = "UTC", minor_units: Optional[int] = None) -> Grant:
+    """A catalogue credit as a Grant (dates are midnight in the customer's zone `tz`).
+
+    With `minor_units`, the amount is rounded half-up to the currency's minor units (once): a
+    balance that no invoice line could ever use (0.004 USD) is not carried in the ledger.
+    """
     return Grant(
         grant_id=credit.grant_id,
         customer_id=credit.customer_id,
         currency=credit.currency,
-        amount=credit.amount,
+        amount=credit.amount if minor_units is None else round_money(credit.amount, minor_units),
         effective_at=to_utc(credit.effective_at, tz),
         expires_at=to_utc(credit.expires_at, tz) if credit.expires_at is not None else None,
         priority=credit.priority,

@@ -686,7 +686,7 @@ class _Engine:
 
     def _grants(self, cust: str, cps: list[CustomerPeriod]) -> list[Grant]:
         tz = self.cat.timezone(cust)
-        grants = [grant_from_credit(c, tz) for c in self.credits_by_customer.get(cust, ())]
+        grants = [grant_from_credit(c, tz, self.minor(c.currency)) for c in self.credits_by_customer.get(cust, ())]
         rewards = self.rewards_all + self.rewards_by_customer.get(cust, [])
         if rewards and self.reward_qty:
             for p in cps:
