@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import flows  # noqa: F401  (Prefect environment first)
+# The terminal shows meterbill's own lines; Prefect's console handler would print tracebacks of
+# failed runs (they still reach the Prefect API and UI). METERBILL_DEBUG=1 keeps them on screen.
+if not os.environ.get("METERBILL_DEBUG"):
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+
+import flows  # noqa: F401,E402  (Prefect environment first)
 import typer
 
 try:  # typer ≥ 0.20 vendors its own click
