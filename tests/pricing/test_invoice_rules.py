@@ -239,3 +239,21 @@ def test_duplicate_usage_rows_for_one_line_are_refused():
     cat = catalog(plans=[plan(items=[("A", UNIT)])], subscriptions=[SUB])
     with pytest.raises(ValueError, match="needs one row"):
         run(cat, [("c1", utc(2026, 1, 1), "A", 1), ("c1", utc(2026, 1, 1), "A", 2)], as_of=utc(2026, 1, 20))
+
+
+def test_empty_inputs():
+    cat = catalog(plans=[plan(items=[("A", UNIT)])], subscriptions=[SUB])
+    r = build_invoices(cat, [], usage([]), utc(2026, 1, 20))
+    assert (r.invoices.height, r.line_items.height, r.credit_ledger.height, r.unbilled_usage.height) == (0, 0, 0, 0)
+    r = build_invoices(cat, [], usage([("c1", utc(2026, 1, 1), "A", 5)]), utc(2026, 1, 20))
+    assert one(r.unbilled_usage)["reason"] == NO_SUBSCRIPTION
+
+
+def test_a_synthetic_book_prices_consistently():
+    from tests.pricing.timing import synthetic_book
+
+    cat, periods, u, as_of = synthetic_book(300)
+    r = build_invoices(cat, periods, u, as_of)
+    check_invariants(r)
+    assert r.invoices.height == 300 and r.unbilled_usage.height == 0
+    assert set(r.invoices["status"].to_list()) == {"final"}

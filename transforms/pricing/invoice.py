@@ -23,6 +23,7 @@ import gc
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import accumulate
 from decimal import Decimal
 from typing import Optional, Sequence
 
@@ -168,12 +169,15 @@ def _usage_line(amount: Decimal, pid: str, dims_ref: int, dk: str, quantity: Dec
 
 
 class _Work:
-    """An invoice being computed in this run."""
+    """One customer period of the run: an invoice to compute, or a closed (final) one that is
+    only re-priced for late usage."""
 
-    __slots__ = ("p", "iid", "ps", "pe", "plan", "currency", "minor", "lines", "buckets")
+    __slots__ = ("p", "cust", "iid", "ps", "pe", "plan", "currency", "minor", "lines", "buckets", "t",
+                 "closed", "price_it", "span_start", "span_end")
 
     def __init__(self, p: CustomerPeriod, iid: str, plan: Plan, minor: int):
         self.p = p
+        self.cust = p.customer_id
         self.iid = iid
         self.ps = _us(p.start)
         self.pe = _us(p.end)
@@ -182,9 +186,38 @@ class _Work:
         self.minor = minor
         self.lines: list[_Line] = []
         self.buckets: Optional[list[list]] = None
+        self.t = 0
+        self.closed = False
+        self.price_it = True
+        self.span_start: Optional[int] = None   # its usage and minimum lines in the column store
+        self.span_end: Optional[int] = None
 
     def subtotal(self) -> Decimal:
         return sum((ln.amount for ln in self.lines if _KIND_ORDER[ln.kind] < 4), ZERO)
+
+
+class _Cols:
+    """The column store of lines made by the columnar pass (one list per field)."""
+
+    __slots__ = ("t", "kind", "pid", "dref", "dk", "qty", "up", "amount", "tiers", "desc", "tag", "fee_id")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, [])
+
+    def add(self, t, kind, pid, dref, dk, qty, up, amount, tiers, desc, tag="", fee_id=None) -> None:
+        self.t.append(t)
+        self.kind.append(kind)
+        self.pid.append(pid)
+        self.dref.append(dref)
+        self.dk.append(dk)
+        self.qty.append(qty)
+        self.up.append(up)
+        self.amount.append(amount)
+        self.tiers.append(tiers)
+        self.desc.append(desc)
+        self.tag.append(tag)
+        self.fee_id.append(fee_id)
 
 
 @dataclass
@@ -213,12 +246,16 @@ class _Engine:
         self.customers = sorted({p.customer_id for p in periods})
         self._pricers: dict = {}
         self._labels: dict = {}
-        self._resolve_cache: dict = {}
+        self._prices: list[Price] = []
+        self._pkeys: dict[int, int] = {}
+        self.ls = _Cols()
+        self.targets: list[_Work] = []        # every customer period of the run, in order
         self._minor_cache: dict[str, int] = {}
         self.unbilled: list[tuple[int, str]] = []              # (usage row, reason)
         self.pending: list[tuple[str, _Adjustment]] = []       # adjustments with no invoice to go on
         # output accumulators
-        self.out_lines: list[tuple[_Work, list[_Line]]] = []
+        self.out_lines: list[_Work] = []          # invoices made by the Python steps (line objects)
+        self.simple_t: set[int] = set()            # invoices made from the column store alone
         self.out_invoices: list[tuple] = []
         self.out_ledger: list[tuple] = []
         self._load_usage(usage)
@@ -250,20 +287,8 @@ class _Engine:
         self.u_pid = u["product_item_id"].to_list()
         self.u_dk = u.select(dims_key_expr("dimensions"))["dimensions"].to_list()
         self.u_qty = u["quantity"].to_list()
-        self.u_index: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for i, key in enumerate(zip(self.u_cust, self.u_ps)):
-            self.u_index[key].append(i)
-        self.u_used = bytearray(len(self.u_cust))
         self._dims_parts: list[pl.Series] = [pl.Series("dimensions", [{}], dtype=DIMS), u["dimensions"]]
         self._dims_next = 1 + len(self.u_cust)
-        self._u_dims_cache: dict[int, dict] = {}
-
-    def _usage_dims(self, i: int) -> dict:
-        d = self._u_dims_cache.get(i)
-        if d is None:
-            d = self.usage["dimensions"][i] or {}
-            self._u_dims_cache[i] = d
-        return d
 
     def _add_dims(self, s: pl.Series) -> int:
         """Add dimension maps to the pool; returns the pool offset of s[0]."""
@@ -293,19 +318,14 @@ class _Engine:
         for row in zip(led["invoice_id"].to_list(), led["grant_id"].to_list(), led["entry"].to_list(),
                        led["balance_after"].to_list()):
             self.frozen_ledger[row[0]].append(row[1:])
-        self._find_dirty_closed_periods()
 
-    def _find_dirty_closed_periods(self) -> None:
+    def _find_dirty_closed_periods(self, closed: list[tuple[str, int]]) -> None:
         """Closed (final) periods whose current usage quantities differ, for some item and
         dimension combination, from what was billed for them (usage lines + final adjustments).
         Only these are re-priced; a price edited in the catalogue never re-bills a closed period."""
         self.dirty: set[tuple[str, int]] = set()
         self.closed_lines: dict[str, list[tuple]] = defaultdict(list)   # invoice_id -> usage/minimum lines
         self.closed_adjusted: dict[tuple[str, int], list[tuple]] = defaultdict(list)  # (cust, ps) -> adj lines
-        if not self.frozen_ids:
-            return
-        closed = [(p.customer_id, _us(p.start)) for p in self.periods
-                  if invoice_id(p.customer_id, p.plan_id, p.start) in self.frozen_ids]
         if not closed:
             return
         closed_df = pl.DataFrame({"customer_id": [c for c, _ in closed], "ps": [s for _, s in closed]},
@@ -351,6 +371,7 @@ class _Engine:
 
     def _load_rewards(self, reward_usage: Optional[pl.DataFrame]) -> None:
         self.reward_qty: dict[tuple[str, int, str], Decimal] = {}
+        self.reward_customers: set[str] = set()
         if reward_usage is None or reward_usage.height == 0 or not self.cat.rewards:
             return
         missing = [c for c in REWARD_USAGE_COLUMNS if c not in reward_usage.columns]
@@ -362,6 +383,7 @@ class _Engine:
         ).group_by("customer_id", "period_start", "meter_api_name").agg(pl.col("quantity").sum())
         for c, ps, m, q in r.iter_rows():
             self.reward_qty[(c, ps, m)] = q if q is not None else ZERO
+            self.reward_customers.add(c)
 
     def _index_catalog(self) -> None:
         self.credits_by_customer: dict[str, list] = defaultdict(list)
@@ -384,11 +406,12 @@ class _Engine:
 
     # ---------------------------------------------------------- pricing one period
 
-    def _pricer(self, price: Price, minor: int):
+    def _pricer(self, pkey: int, minor: int):
         """qty → (amount rounded, unit_price, tier tuples, minimum line amount or None, capped)."""
-        key = (id(price), minor)
+        key = (pkey, minor)
         f = self._pricers.get(key)
         if f is None:
+            price = self._prices[pkey]
             minimum = price.minimum
 
             def f(qty: Decimal, _rate=rate_tuple, _round=round_money):
@@ -403,106 +426,209 @@ class _Engine:
             self._pricers[key] = f
         return f
 
-    def _resolve(self, price: Price, dk: str, row: int) -> Optional[Price]:
-        key = (id(price), dk)
-        if key in self._resolve_cache:
-            return self._resolve_cache[key]
-        sub = resolve_price(price, self._usage_dims(row))
-        if sub is not None and sub.dimensions is not None:
+    def _resolve(self, pkey: int, dk: str, row: int) -> Optional[int]:
+        """The price key of one dimension combination of a dimensioned price (None: unpriced)."""
+        sub = resolve_price(self._prices[pkey], self.usage["dimensions"][row] or {})
+        if sub is None:
+            return None
+        if sub.dimensions is not None:
             raise ValueError("a dimension rate's price must not itself have `dimensions`")
-        self._resolve_cache[key] = sub
-        return sub
+        return self._pkey(sub)
 
     def _label(self, pid: str) -> str:
         it = self.cat.product_items.get(pid)
         return (it.invoice_label or it.name or pid) if it else pid
 
-    def _usage_lines(self, cust: str, ps: int, plan: Plan, minor: int, price_it: bool = True) -> list[_Line]:
-        """Usage and minimum lines of one period (price_it=False: only classify the usage rows
-        into billed / unbilled, for closed periods that need no re-pricing)."""
-        rows = self.u_index.get((cust, ps), ())
-        by_item: dict[str, list[int]] = {}
-        for i in rows:
-            self.u_used[i] = 1
-            by_item.setdefault(self.u_pid[i], []).append(i)
-        lines: list[_Line] = []
-        for item in plan.items:
-            pid = item.product_item_id
-            price = item.price
-            irows = by_item.pop(pid, None) or []
-            if price.dimensions is None:
-                if len(irows) > 1:
-                    raise ValueError(f"usage: {len(irows)} rows for customer {cust!r}, item {pid!r}, period "
-                                     f"{_from_us(ps).isoformat()}; an item without price dimensions needs one row")
-                if not price_it:
-                    continue
-                qty = self.u_qty[irows[0]] if irows else ZERO
-                self._emit_usage(lines, pid, price, qty, minor, dims_ref=0, dk="")
-                continue
-            # a price per dimension combination
-            seen: set[str] = set()
-            priced: list[tuple[str, int, Price]] = []
-            for i in irows:
-                dk = self.u_dk[i]
-                if dk in seen:
-                    raise ValueError(f"usage: two rows for customer {cust!r}, item {pid!r}, dimensions {dk!r}, "
-                                     f"period {_from_us(ps).isoformat()}")
-                seen.add(dk)
-                sub = self._resolve(price, dk, i)
-                if sub is None:
-                    self.unbilled.append((i, NO_PRICE_FOR_DIMENSIONS))
+    # ---------------------------------------------------------- the columnar pricing pass
+
+    def _pkey(self, price: Price) -> int:
+        k = self._pkeys.get(id(price))
+        if k is None:
+            k = self._pkeys[id(price)] = len(self._prices)
+            self._prices.append(price)
+        return k
+
+    def _price_targets(self) -> None:
+        """Lay out every usage line of every target period in one Polars pass, then price them in
+        one Python loop (the only per-line work), appending to the column store `self.ls`.
+
+        Targets are the open periods (priced) and the closed ones (priced only when late usage
+        changed them, else their usage rows are only classified). Usage rows that match no target
+        period, no plan item, or no price of a dimension combination go to `unbilled`.
+        """
+        T = self.targets
+        tdf = pl.DataFrame({
+            "_t": pl.Series(range(len(T)), dtype=pl.Int64),
+            "customer_id": pl.Series([t.cust for t in T], dtype=pl.String),
+            "ps": pl.Series([t.ps for t in T], dtype=pl.Int64),
+            "plan_id": pl.Series([t.p.plan_id for t in T], dtype=pl.String),
+            "_price": pl.Series([t.price_it for t in T], dtype=pl.Boolean),
+        })
+        if tdf.select(pl.struct("customer_id", "ps").is_duplicated().any()).item():
+            raise ValueError("periods: a customer has two billing periods starting at the same instant")
+        pi_rows: list[tuple] = []
+        for plan_id in sorted({t.p.plan_id for t in T}):
+            for pos, item in enumerate(self.cat.plans[plan_id].items):
+                pi_rows.append((plan_id, pos, item.product_item_id, self._pkey(item.price),
+                                item.price.dimensions is not None))
+        pidf = pl.DataFrame(pi_rows, schema={"plan_id": pl.String, "pos": pl.Int64, "pid": pl.String,
+                                             "pkey": pl.Int64, "has_dims": pl.Boolean}, orient="row")
+        u = pl.DataFrame({
+            "_r": pl.Series(range(len(self.u_cust)), dtype=pl.Int64),
+            "customer_id": pl.Series(self.u_cust, dtype=pl.String),
+            "ps": pl.Series(self.u_ps, dtype=pl.Int64),
+            "pid": pl.Series(self.u_pid, dtype=pl.String),
+            "dk": pl.Series(self.u_dk, dtype=pl.String),
+        })
+        uw = u.join(tdf.select("customer_id", "ps", "_t", "plan_id", "_price"), on=["customer_id", "ps"], how="left")
+        self._unbill(uw.filter(pl.col("_t").is_null())["_r"], NO_SUBSCRIPTION)
+        uw = uw.filter(pl.col("_t").is_not_null()).join(pidf, on=["plan_id", "pid"], how="left")
+        self._unbill(uw.filter(pl.col("pos").is_null())["_r"], ITEM_NOT_IN_PLAN)
+        uw = uw.filter(pl.col("pos").is_not_null())
+        nd = uw.filter(~pl.col("has_dims"))
+        dup = nd.group_by("_t", "pid").agg(pl.len().alias("n"), pl.col("_r").first()).filter(pl.col("n") > 1)
+        if dup.height:
+            r = dup.row(0, named=True)
+            raise ValueError(f"usage: {r['n']} rows for customer {self.u_cust[r['_r']]!r}, item {r['pid']!r}, period "
+                             f"{_from_us(self.u_ps[r['_r']]).isoformat()}; an item without price dimensions needs one row")
+        d = uw.filter(pl.col("has_dims"))
+        dup = d.group_by("_t", "pid", "dk").agg(pl.len().alias("n"), pl.col("_r").first()).filter(pl.col("n") > 1)
+        if dup.height:
+            r = dup.row(0, named=True)
+            raise ValueError(f"usage: two rows for customer {self.u_cust[r['_r']]!r}, item {r['pid']!r}, dimensions "
+                             f"{r['dk']!r}, period {_from_us(self.u_ps[r['_r']]).isoformat()}")
+        combos = d.group_by("pkey", "dk").agg(pl.col("_r").min())
+        subs = [self._resolve(pk, dk, r) for pk, dk, r in combos.iter_rows()]
+        combos = combos.select("pkey", "dk").with_columns(pl.Series("sub", subs, dtype=pl.Int64))
+        d = d.join(combos, on=["pkey", "dk"], how="left")
+        self._unbill(d.filter(pl.col("sub").is_null())["_r"], NO_PRICE_FOR_DIMENSIONS)
+        d = d.filter(pl.col("sub").is_not_null() & pl.col("_price"))
+
+        wi = tdf.filter(pl.col("_price")).select("_t", "plan_id").join(pidf, on="plan_id")
+        cols = ["_t", "pos", "pid", "lkey", "_r", "dk", "ikey"]
+        l1 = wi.filter(~pl.col("has_dims")).join(nd.select("_t", "pid", "_r"), on=["_t", "pid"], how="left").select(
+            "_t", "pos", "pid", pl.col("pkey").alias("lkey"), "_r", pl.lit("").alias("dk"), pl.col("pkey").alias("ikey"))
+        l2 = d.select("_t", "pos", "pid", pl.col("sub").alias("lkey"), "_r", "dk", pl.col("pkey").alias("ikey"))
+        l3 = wi.filter(pl.col("has_dims")).join(l2.select("_t", "pid").unique(), on=["_t", "pid"], how="anti").select(
+            "_t", "pos", "pid", pl.lit(None, dtype=pl.Int64).alias("lkey"), pl.lit(None, dtype=pl.Int64).alias("_r"),
+            pl.lit("").alias("dk"), pl.col("pkey").alias("ikey"))
+        L = pl.concat([l1.select(cols), l2.select(cols), l3.select(cols)]).sort("_t", "pos", "dk")
+        self._price_lines(*(L[c].to_list() for c in cols))
+
+    def _unbill(self, rows: pl.Series, reason: str) -> None:
+        self.unbilled.extend((r, reason) for r in rows.to_list())
+
+    def _price_lines(self, ts, poss, pids, lkeys, rs, dks, ikeys) -> None:
+        """The per-line loop: rate each line (sorted by target, item, combination) and append it,
+        with its minimum line, to the column store."""
+        ls = self.ls
+        T = self.targets
+        a_t, a_kind, a_pid, a_dref, a_dk, a_qty, a_up, a_amount, a_tiers, a_desc, a_tag, a_fee = (
+            ls.t.append, ls.kind.append, ls.pid.append, ls.dref.append, ls.dk.append, ls.qty.append,
+            ls.up.append, ls.amount.append, ls.tiers.append, ls.desc.append, ls.tag.append, ls.fee_id.append)
+
+        def add(t, kind, pid, dref, dk, qty, up, amount, tiers, desc):
+            a_t(t)
+            a_kind(kind)
+            a_pid(pid)
+            a_dref(dref)
+            a_dk(dk)
+            a_qty(qty)
+            a_up(up)
+            a_amount(amount)
+            a_tiers(tiers)
+            a_desc(desc)
+            a_tag("")
+            a_fee(None)
+
+        prices = self._prices
+        u_qty = self.u_qty
+        labels = self._labels
+        pricers: dict = {}
+        n = len(ts)
+        group_start = len(ls.t)
+        prev_t = prev_pos = None
+        for k in range(n):
+            t = ts[k]
+            pos = poss[k]
+            pid = pids[k]
+            dk = dks[k]
+            w = T[t]
+            if t != prev_t or pos != prev_pos:
+                group_start = len(ls.t)
+                if w.span_start is None:
+                    w.span_start = group_start
+                prev_t, prev_pos = t, pos
+            lkey = lkeys[k]
+            label = labels.get((pid, dk))
+            if label is None:
+                label = self._label(pid)
+                if dk:
+                    label = f"{label} ({dk.replace(chr(0x1e), '=').replace(chr(0x1f), ', ')})"
+                labels[(pid, dk)] = label
+            if lkey is None:   # a dimensioned item without priced usage: a zero line
+                add(t, "usage", pid, 0, "", ZERO, None, round_money(ZERO, w.minor), [], f"{label}: no priced usage")
+            else:
+                r = rs[k]
+                qty = u_qty[r] if r is not None else ZERO
+                f = pricers.get((lkey, w.minor))
+                if f is None:
+                    f = pricers[(lkey, w.minor)] = self._pricer(lkey, w.minor)
+                amount, unit_price, tiers, min_r, capped = f(qty)
+                dref = 1 + r if dk or ikeys[k] != lkey else 0
+                if capped:
+                    add(t, "usage", pid, dref, dk, qty, unit_price, amount, tiers,
+                        f"{label} (maximum {prices[lkey].maximum})")
                 else:
-                    priced.append((dk, i, sub))
-            if not price_it:
-                continue
-            priced.sort(key=lambda t: t[0])
-            start = len(lines)
-            for dk, i, sub in priced:
-                self._emit_usage(lines, pid, sub, self.u_qty[i], minor, dims_ref=1 + i, dk=dk)
-            if not priced:
-                lines.append(_Line("usage", round_money(ZERO, minor), pid=pid, dims_ref=0, dk="",
-                                   quantity=ZERO, description=f"{self._label(pid)}: no priced usage", tiers=[]))
-            item_lines = lines[start:]
-            if price.maximum is not None:
-                cap = round_money(price.maximum, minor)
-                running = ZERO
-                for ln in item_lines:
-                    if ln.kind != "usage":
-                        continue
-                    if running + ln.amount > cap:
-                        ln.amount = max(cap - running, ZERO) + round_money(ZERO, minor)
-                        ln.description = f"{ln.description} (item maximum {cap} reached)"
-                    running += ln.amount
-            if price.minimum is not None:
-                total = sum((ln.amount for ln in item_lines), ZERO)
-                if price.minimum > total:
-                    m = round_money(price.minimum - total, minor)
-                    if m > 0:
-                        lines.append(_Line("minimum", m, pid=pid, dims_ref=0, dk="", tag="item",
-                                           description=f"{self._label(pid)}: minimum {price.minimum}"))
-        for pid, irows in by_item.items():
-            for i in irows:
-                self.unbilled.append((i, ITEM_NOT_IN_PLAN))
-        return lines
+                    add(t, "usage", pid, dref, dk, qty, unit_price, amount, tiers, label)
+                if min_r is not None and min_r > 0:
+                    add(t, "minimum", pid, dref, dk, None, None, min_r, None, f"{label}: minimum {prices[lkey].minimum}")
+            if k == n - 1 or ts[k + 1] != t or poss[k + 1] != pos:
+                item = prices[ikeys[k]]
+                if item.dimensions is not None and (item.maximum is not None or item.minimum is not None):
+                    self._item_cap_and_minimum(t, pid, item, w.minor, group_start)
+                w.span_end = len(ls.t)
 
-    def _emit_usage(self, lines: list[_Line], pid: str, price: Price, qty: Decimal, minor: int,
-                    dims_ref: int, dk: str) -> None:
-        amount, unit_price, tiers, min_r, capped = self._pricer(price, minor)(qty)
-        label = self._labels.get((pid, dk))
-        if label is None:
-            label = self._label(pid)
-            if dk:
-                label = f"{label} ({dk.replace(chr(0x1e), '=').replace(chr(0x1f), ', ')})"
-            self._labels[(pid, dk)] = label
-        lines.append(_usage_line(amount, pid, dims_ref, dk, qty, unit_price, tiers,
-                                 f"{label} (maximum {price.maximum})" if capped else label))
-        if min_r is not None and min_r > 0:
-            lines.append(_Line("minimum", min_r, pid=pid, dims_ref=dims_ref, dk=dk,
-                               description=f"{label}: minimum {price.minimum}"))
+    def _item_cap_and_minimum(self, t: int, pid: str, price: Price, minor: int, start: int) -> None:
+        """A dimensioned item's own `maximum` caps the sum of its combination lines (in
+        combination order) and its `minimum` adds an item-level minimum line."""
+        ls = self.ls
+        end = len(ls.t)
+        if price.maximum is not None:
+            cap = round_money(price.maximum, minor)
+            running = ZERO
+            for j in range(start, end):
+                if ls.kind[j] != "usage":
+                    continue
+                if running + ls.amount[j] > cap:
+                    ls.amount[j] = max(cap - running, ZERO) + round_money(ZERO, minor)
+                    ls.desc[j] = f"{ls.desc[j]} (item maximum {cap} reached)"
+                running += ls.amount[j]
+        if price.minimum is not None:
+            total = sum(ls.amount[start:end], ZERO)
+            if price.minimum > total:
+                m = round_money(price.minimum - total, minor)
+                if m > 0:
+                    ls.add(t, "minimum", pid, 0, "", None, None, m, None,
+                           f"{self._label(pid)}: minimum {price.minimum}", tag="item")
 
-    def _fee_lines(self, p: CustomerPeriod, plan: Plan, minor: int) -> list[_Line]:
-        lines = []
-        for fee in plan.fees:
+    def _span_lines(self, t: int) -> list[_Line]:
+        """The usage and minimum lines of target t as objects (for the Python steps)."""
+        tg = self.targets[t]
+        if tg.span_start is None:
+            return []
+        ls = self.ls
+        return [_Line(ls.kind[j], ls.amount[j], pid=ls.pid[j], dims_ref=ls.dref[j], dk=ls.dk[j], quantity=ls.qty[j],
+                      unit_price=ls.up[j], tiers=ls.tiers[j], description=ls.desc[j], tag=ls.tag[j])
+                for j in range(tg.span_start, tg.span_end)]
+
+    def _fees(self, w: _Work) -> list[tuple]:
+        """(fee, quantity, amount rounded, description) of a period's fees: recurring fees every
+        period, one-time fees in the subscription's first period; with `prorate`, a cut-short
+        period pays amount × covered time / full period time (elapsed time, to the microsecond)."""
+        p = w.p
+        out = []
+        for fee in w.plan.fees:
             if fee.cadence == "one_time" and p.index != 0:
                 continue
             qty = Decimal(1)
@@ -514,22 +640,23 @@ class _Engine:
                 qty = covered / full
                 amount = fee.amount * covered / full
                 desc = f"{desc} (prorated {p.end - p.start} of {p.nominal_end - p.start})"
-            lines.append(_Line("fee", round_money(amount, minor), fee_id=fee.fee_id, quantity=qty,
-                               unit_price=fee.amount, description=desc, prepayable=fee.prepayable))
-        return lines
+            out.append((fee, qty, round_money(amount, w.minor), desc))
+        return out
+
+    def _fee_lines(self, w: _Work) -> list[_Line]:
+        return [_Line("fee", amount, fee_id=fee.fee_id, quantity=qty, unit_price=fee.amount, description=desc,
+                      prepayable=fee.prepayable) for fee, qty, amount, desc in self._fees(w)]
 
     # ---------------------------------------------------------- late data
 
-    def _closed_adjustments(self, cust: str, p: CustomerPeriod, iid: str) -> list[_Adjustment]:
-        """Re-price a closed period with the current usage; the differences from what was billed
-        (its usage and minimum lines, plus adjustments already on final invoices)."""
-        ps = _us(p.start)
-        plan = self.cat.plans[p.plan_id]
-        minor = self.minor(plan.currency)
-        if (cust, ps) not in self.dirty:
-            self._usage_lines(cust, ps, plan, minor, price_it=False)
+    def _closed_adjustments(self, cust: str, w: _Work) -> list[_Adjustment]:
+        """The closed period `w` re-priced with the current usage, minus what was billed for it
+        (its usage and minimum lines, plus adjustments already on final invoices), per item and
+        dimension combination. Items whose quantities did not change are left alone."""
+        if not w.price_it:
             return []
-        new = self._usage_lines(cust, ps, plan, minor)
+        p, iid, ps, plan, minor = w.p, w.iid, w.ps, w.plan, w.minor
+        new = self._span_lines(w.t)
         # key (pid, dk) -> [amount, quantity, dims_ref, tiers]
         cur: dict[tuple[str, str], list] = {}
         for ln in new:
@@ -592,41 +719,84 @@ class _Engine:
             if remaining != 0 or not targets:
                 self.pending.append((cust, a))
 
-    # ---------------------------------------------------------- one customer
+    # ---------------------------------------------------------- the run
 
-    def customer(self, cust: str, cps: list[CustomerPeriod]) -> None:
-        works: list[_Work] = []
-        closed: list[tuple[CustomerPeriod, str]] = []
-        for p in cps:
+    def run(self) -> None:
+        closed_keys = []
+        for p in self.periods:
             plan = self.cat.plans[p.plan_id]
-            iid = invoice_id(cust, p.plan_id, p.start)
+            iid = invoice_id(p.customer_id, p.plan_id, p.start)
+            w = _Work(p, iid, plan, self.minor(plan.currency))
+            w.t = len(self.targets)
             if iid in self.frozen_ids:
-                closed.append((p, iid))
-                continue
-            minor = self.minor(plan.currency)
-            w = _Work(p, iid, plan, minor)
-            w.lines = self._usage_lines(cust, w.ps, plan, minor)
-            w.lines.extend(self._fee_lines(p, plan, minor))
-            works.append(w)
+                w.closed = True
+                closed_keys.append((w.cust, w.ps))
+            self.targets.append(w)
+        self._find_dirty_closed_periods(closed_keys)
+        for w in self.targets:
+            w.price_it = not w.closed or (w.cust, w.ps) in self.dirty
+        self._price_targets()
+        T = self.targets
+        i = 0
+        while i < len(T):
+            j = i
+            cust = T[i].cust
+            while j < len(T) and T[j].cust == cust:
+                j += 1
+            ws = T[i:j]
+            if self._is_complex(cust, ws):
+                self._complex_customer(cust, ws)
+            else:
+                for w in ws:
+                    if not w.closed:
+                        self._simple_invoice(w)
+            i = j
+
+    def _is_complex(self, cust: str, ws: list[_Work]) -> bool:
+        """Needs the Python steps: promotions, credits (or rewards), or late usage to adjust."""
+        return bool(self.promos_by_customer.get(cust) or self.credits_by_customer.get(cust)
+                    or (cust in self.reward_customers and (self.rewards_all or self.rewards_by_customer.get(cust)))
+                    or any(w.closed and w.price_it for w in ws))
+
+    def _simple_invoice(self, w: _Work) -> None:
+        ls = self.ls
+        sums = {"usage": ZERO, "minimum": ZERO, "fee": ZERO, "adjustment": ZERO, "discount": ZERO, "credit": ZERO}
+        if w.span_start is not None:
+            for j in range(w.span_start, w.span_end):
+                sums[ls.kind[j]] += ls.amount[j]
+        for fee, qty, amount, desc in self._fees(w):
+            ls.add(w.t, "fee", None, None, "", qty, fee.amount, amount, None, desc, fee_id=fee.fee_id)
+            sums["fee"] += amount
+        self.simple_t.add(w.t)
+        self._finish(w, sums)
+
+    def _complex_customer(self, cust: str, ws: list[_Work]) -> None:
+        works = [w for w in ws if not w.closed]
+        for w in works:
+            w.lines = self._span_lines(w.t) + self._fee_lines(w)
         adjs: list[_Adjustment] = []
-        for p, iid in closed:
-            adjs.extend(self._closed_adjustments(cust, p, iid))
+        for w in ws:
+            if w.closed:
+                adjs.extend(self._closed_adjustments(cust, w))
         if adjs:
             self._place_adjustments(adjs, works, cust)
 
         promos = self.promos_by_customer.get(cust)
         if promos:
-            starts = sorted({p.start for p in cps} | {_from_us(ps) for ps, _ in self.frozen_by_customer.get(cust, ())})
+            starts = sorted({w.p.start for w in ws} | {_from_us(ps) for ps, _ in self.frozen_by_customer.get(cust, ())})
             tz = self.cat.timezone(cust)
             for w in works:
                 self._apply_promotions(w, promos, starts, tz)
 
-        grants = self._grants(cust, cps)
-        frozen_here = self.frozen_by_customer.get(cust, ())
-        if grants or frozen_here:
-            self._apply_credits(cust, works, grants, frozen_here)
+        grants = self._grants(cust, [w.p for w in ws])
+        if grants:
+            self._apply_credits(cust, works, grants, self.frozen_by_customer.get(cust, ()))
         for w in works:
-            self._finish(cust, w)
+            sums = {"usage": ZERO, "minimum": ZERO, "fee": ZERO, "adjustment": ZERO, "discount": ZERO, "credit": ZERO}
+            for ln in w.lines:
+                sums[ln.kind] += ln.amount
+            self._finish(w, sums)
+            self.out_lines.append(w)
 
     # ---------------------------------------------------------- promotions
 
@@ -750,10 +920,8 @@ class _Engine:
 
     # ---------------------------------------------------------- totals
 
-    def _finish(self, cust: str, w: _Work) -> None:
-        sums = {"usage": ZERO, "minimum": ZERO, "fee": ZERO, "adjustment": ZERO, "discount": ZERO, "credit": ZERO}
-        for ln in w.lines:
-            sums[ln.kind] += ln.amount
+    def _finish(self, w: _Work, sums: dict[str, Decimal]) -> None:
+        """The invoice row: amounts are exact sums of the rounded lines by kind."""
         zero = round_money(ZERO, w.minor)
         subtotal = sums["usage"] + sums["fee"] + sums["minimum"] + sums["adjustment"]
         total = subtotal - sums["discount"] - sums["credit"]
@@ -768,18 +936,14 @@ class _Engine:
             base, total_base = w.currency, total
         status = "draft" if self.as_of < w.p.end + self.grace else "final"
         self.out_invoices.append((
-            w.iid, cust, w.p.plan_id, w.p.subscription_id, w.currency, w.ps, w.pe, status,
+            w.iid, w.cust, w.p.plan_id, w.p.subscription_id, w.currency, w.ps, w.pe, status,
             sums["usage"] + zero, sums["fee"] + zero, sums["minimum"] + zero, sums["adjustment"] + zero,
             subtotal + zero, sums["discount"] + zero, sums["credit"] + zero, total, base, total_base,
         ))
-        self.out_lines.append((w, w.lines))
 
     # ---------------------------------------------------------- output frames
 
     def result(self) -> InvoiceResult:
-        for i, used in enumerate(self.u_used):
-            if not used:
-                self.unbilled.append((i, NO_SUBSCRIPTION))
         invoices = self._invoices_frame()
         lines = self._lines_frame()
         ledger = self._ledger_frame()
@@ -788,7 +952,7 @@ class _Engine:
 
     def _dims(self, refs: list[Optional[int]]) -> pl.Series:
         pool = pl.concat(self._dims_parts) if len(self._dims_parts) > 1 else self._dims_parts[0]
-        return pool.gather(pl.Series(refs, dtype=pl.UInt32)).alias("dimensions")
+        return pool.gather(pl.Series(list(refs), dtype=pl.UInt32)).alias("dimensions")
 
     def _invoices_frame(self) -> pl.DataFrame:
         cols = list(zip(*self.out_invoices)) if self.out_invoices else [[] for _ in range(18)]
@@ -811,66 +975,76 @@ class _Engine:
         return out.sort("customer_id", "period_start", "invoice_id", maintain_order=True)
 
     def _lines_frame(self) -> pl.DataFrame:
-        flat = [(w, ln) for w, lines in self.out_lines for ln in lines]
-        seq = [k for _, lines in self.out_lines for k in range(len(lines))]
-        lns = [ln for _, ln in flat]
-        iid = [w.iid for w, _ in flat]
-        cust = [w.p.customer_id for w, _ in flat]
-        curr = [w.currency for w, _ in flat]
-        ps = [w.ps for w, _ in flat]
-        pe = [w.pe for w, _ in flat]
-        lid = [_line_id(ln) for ln in lns]
-        kind = [ln.kind for ln in lns]
-        corr = [ln.corrects for ln in lns]
-        pid = [ln.pid for ln in lns]
-        fee = [ln.fee_id for ln in lns]
-        promo = [ln.promotion_id for ln in lns]
-        grant = [ln.grant_id for ln in lns]
-        dref = [ln.dims_ref for ln in lns]
-        desc = [ln.description for ln in lns]
-        qty = [ln.quantity for ln in lns]
-        up = [ln.unit_price for ln in lns]
-        amt = [ln.amount for ln in lns]
-        has_tiers = [ln.tiers is not None for ln in lns]
-        t_count = [len(ln.tiers) if ln.tiers else 0 for ln in lns]
-        tl = [t for ln in lns if ln.tiers for t in ln.tiers]
-        t_no = [t[0] for t in tl]
-        t_q = [t[1] for t in tl]
-        t_up = [t[2] for t in tl]
-        t_ff = [t[3] for t in tl]
-        t_amt = [t[4] for t in tl]
-        df = pl.DataFrame({
-            "invoice_id": pl.Series(iid, dtype=pl.String), "line_id": pl.Series(lid, dtype=pl.String),
-            "kind": pl.Series(kind, dtype=pl.String), "corrects_period": _ts(corr),
-            "customer_id": pl.Series(cust, dtype=pl.String), "product_item_id": pl.Series(pid, dtype=pl.String),
-            "fee_id": pl.Series(fee, dtype=pl.String), "promotion_id": pl.Series(promo, dtype=pl.String),
-            "grant_id": pl.Series(grant, dtype=pl.String), "dimensions": self._dims(dref),
-            "description": pl.Series(desc, dtype=pl.String), "quantity": _dec(qty), "unit_price": _dec_shared(up),
-            "amount": _dec(amt), "currency": pl.Series(curr, dtype=pl.String),
-            "period_start": _ts(ps), "period_end": _ts(pe),
-        }).with_row_index("_n")
-        flat_tiers = pl.DataFrame({
-            "tier": pl.Series(t_no, dtype=pl.Int32), "quantity": _dec(t_q), "unit_price": _dec_shared(t_up),
-            "flat_fee": _dec_shared(t_ff), "amount": _dec(t_amt),
-        }).to_struct("tiers").to_arrow()
-        if isinstance(flat_tiers, pa.ChunkedArray):
-            flat_tiers = flat_tiers.combine_chunks()
-        offsets = [0]
-        for n_tiers in t_count:
-            offsets.append(offsets[-1] + n_tiers)
-        tiers = pl.from_arrow(pa.ListArray.from_arrays(
-            pa.array(offsets, type=pa.int32()), flat_tiers,
-            mask=pa.array([not h for h in has_tiers], type=pa.bool_())))
-        df = df.with_columns(pl.Series("tiers", tiers).cast(pl.List(TIER))).drop("_n")
-        new = conform("line_items", df).with_columns(pl.lit(0, dtype=pl.Int64).alias("_src"),
-                                                    pl.Series("_seq", seq, dtype=pl.Int64))
+        ls = self.ls
+        simple = self.simple_t
+        keep = [t in simple for t in ls.t]
+        n = len(ls.t)
+        col_part = self._line_cols(
+            t=ls.t, k=range(n), kind=ls.kind, pid=ls.pid, fee=ls.fee_id, promo=None, grant=None, corr=None,
+            dref=ls.dref, dk=ls.dk, desc=ls.desc, qty=ls.qty, up=ls.up, amt=ls.amount, tiers=ls.tiers, tag=ls.tag,
+        ).filter(pl.Series(keep, dtype=pl.Boolean))
+        parts = [col_part]
+        if self.out_lines:
+            flat = [(w.t, k, ln) for w in self.out_lines for k, ln in enumerate(w.lines)]
+            lns = [ln for _, _, ln in flat]
+            parts.append(self._line_cols(
+                t=[t for t, _, _ in flat], k=[k for _, k, _ in flat], kind=[ln.kind for ln in lns],
+                pid=[ln.pid for ln in lns], fee=[ln.fee_id for ln in lns], promo=[ln.promotion_id for ln in lns],
+                grant=[ln.grant_id for ln in lns], corr=[ln.corrects for ln in lns], dref=[ln.dims_ref for ln in lns],
+                dk=[ln.dk for ln in lns], desc=[ln.description for ln in lns], qty=[ln.quantity for ln in lns],
+                up=[ln.unit_price for ln in lns], amt=[ln.amount for ln in lns], tiers=[ln.tiers for ln in lns],
+                tag=[ln.tag for ln in lns]))
+        df = pl.concat(parts).sort("_t", "_k")
+        T = self.targets
+        works = pl.DataFrame({
+            "_t": pl.Series(range(len(T)), dtype=pl.Int64),
+            "invoice_id": pl.Series([w.iid for w in T], dtype=pl.String),
+            "customer_id": pl.Series([w.cust for w in T], dtype=pl.String),
+            "currency": pl.Series([w.currency for w in T], dtype=pl.String),
+            "period_start": _ts([w.ps for w in T]),
+            "period_end": _ts([w.pe for w in T]),
+        })
+        df = df.join(works, on="_t", how="left", maintain_order="left")
+        new = conform("line_items", df.drop("_t", "_k"))
         if self.frozen_lines.height == 0:
-            return new.drop("_src", "_seq")  # built in (customer_id, period_start, line) order
+            return new  # built in (customer_id, period_start, line) order
+        new = new.with_columns(pl.lit(0, dtype=pl.Int64).alias("_src"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_seq"))
         old = self.frozen_lines.with_columns(pl.lit(1, dtype=pl.Int64).alias("_src"),
                                              pl.int_range(pl.len(), dtype=pl.Int64).alias("_seq"))
         out = pl.concat([new, old])
         return out.sort("customer_id", "period_start", "invoice_id", "_src", "_seq",
                         maintain_order=True).drop("_src", "_seq")
+
+    def _line_cols(self, *, t, k, kind, pid, fee, promo, grant, corr, dref, dk, desc, qty, up, amt, tiers,
+                   tag) -> pl.DataFrame:
+        """Line columns (without the invoice's own columns) from parallel lists."""
+        n = len(t)
+        none = [None] * n
+        promo = none if promo is None else promo
+        grant = none if grant is None else grant
+        corr = none if corr is None else corr
+        lid = [_line_id(*key) for key in zip(kind, pid, dk, fee, promo, grant, corr, tag)]
+        has_tiers = [tl is not None for tl in tiers]
+        flat = [x for tl in tiers if tl for x in tl]
+        offsets = [0, *accumulate(len(tl) if tl else 0 for tl in tiers)]
+        f_no, f_q, f_up, f_ff, f_amt = zip(*flat) if flat else ((), (), (), (), ())
+        flat_tiers = pl.DataFrame({
+            "tier": pl.Series(f_no, dtype=pl.Int32), "quantity": _dec(f_q),
+            "unit_price": _dec_shared(f_up), "flat_fee": _dec_shared(f_ff), "amount": _dec(f_amt),
+        }).to_struct("tiers").to_arrow()
+        if isinstance(flat_tiers, pa.ChunkedArray):
+            flat_tiers = flat_tiers.combine_chunks()
+        tiers_s = pl.from_arrow(pa.ListArray.from_arrays(
+            pa.array(offsets, type=pa.int32()), flat_tiers, mask=pa.array([not h for h in has_tiers], type=pa.bool_())))
+        return pl.DataFrame({
+            "_t": pl.Series(list(t), dtype=pl.Int64), "_k": pl.Series(list(k), dtype=pl.Int64),
+            "line_id": pl.Series(lid, dtype=pl.String), "kind": pl.Series(kind, dtype=pl.String),
+            "corrects_period": _ts(corr), "product_item_id": pl.Series(pid, dtype=pl.String),
+            "fee_id": pl.Series(fee, dtype=pl.String), "promotion_id": pl.Series(promo, dtype=pl.String),
+            "grant_id": pl.Series(grant, dtype=pl.String), "dimensions": self._dims(dref),
+            "description": pl.Series(desc, dtype=pl.String), "quantity": _dec(qty), "unit_price": _dec_shared(up),
+            "amount": _dec(amt), "tiers": pl.Series("tiers", tiers_s).cast(pl.List(TIER)),
+        })
 
     def _ledger_frame(self) -> pl.DataFrame:
         rows = self.out_ledger
@@ -925,39 +1099,32 @@ class _Engine:
 _LINE_IDS: dict[tuple, str] = {}
 
 
-def _line_id(ln: _Line) -> str:
+def _line_id(kind, pid, dk, fee_id, promotion_id, grant_id, corrects, tag) -> str:
     """Deterministic within an invoice: a hash of what the line is (kind, item, dimension
     combination, fee, promotion, grant, corrected period), never of its position."""
-    key = (ln.kind, ln.pid, ln.dk, ln.fee_id, ln.promotion_id, ln.grant_id, ln.corrects, ln.tag)
+    key = (kind, pid, dk, fee_id, promotion_id, grant_id, corrects, tag)
     v = _LINE_IDS.get(key)
     if v is None:
-        v = f"{ln.kind}-" + _h(*key)[:12]
+        v = f"{kind}-" + _h(*key)[:12]
         if len(_LINE_IDS) < 100_000:
             _LINE_IDS[key] = v
     return v
 
 
 def _dec(values) -> pl.Series:
-    """Decimals → Decimal(38, 9) through their exact text (much faster than from objects)."""
-    values = list(values)
-    try:
-        text = list(map(str, values)) if None not in values else [None if v is None else str(v) for v in values]
-    except TypeError:
-        text = [None if v is None else str(v) for v in values]
-    return pl.Series(text, dtype=pl.String).cast(DEC, strict=True)
+    """Decimals (or None) → Decimal(38, 9) through their exact text (much faster than from objects;
+    digits beyond the 9th decimal, only in unrounded tier amounts, are truncated by the cast)."""
+    text = pl.Series(list(map(str, values)), dtype=pl.String)
+    return pl.select(pl.when(text != "None").then(text).cast(DEC, strict=True)).to_series()
 
 
 def _dec_shared(values) -> pl.Series:
     """`_dec` for columns of few distinct Decimal objects (catalogue prices): one text per object."""
-    memo: dict[int, Optional[str]] = {}
-    text = []
-    for v in values:
-        k = id(v)
-        t = memo.get(k)
-        if t is None and v is not None:
-            t = memo[k] = str(v)
-        text.append(t)
-    return pl.Series(text, dtype=pl.String).cast(DEC, strict=True)
+    values = list(values)
+    first = dict(zip(map(id, values), values))
+    text = {k: str(v) for k, v in first.items() if v is not None}
+    ids = pl.Series(list(map(id, values)), dtype=pl.UInt64)
+    return ids.replace_strict(text, default=None, return_dtype=pl.String).cast(DEC, strict=True)
 
 
 def _ts(values) -> pl.Series:
@@ -1001,12 +1168,5 @@ def build_invoices(catalog: Catalog, periods: Sequence[CustomerPeriod] | pl.Data
 def _build(catalog, plist, usage, as_of, frozen, reward_usage) -> InvoiceResult:
     with exact():
         eng = _Engine(catalog, plist, usage, as_of, frozen, reward_usage)
-        i = 0
-        while i < len(plist):
-            j = i
-            cust = plist[i].customer_id
-            while j < len(plist) and plist[j].customer_id == cust:
-                j += 1
-            eng.customer(cust, plist[i:j])
-            i = j
+        eng.run()
         return eng.result()
