@@ -4,7 +4,17 @@ credits → total due, for a set of customers and their billing periods.
 `build_invoices` is one pure function: the catalogue, the customers' periods, the metered period
 quantities and the run's `as_of` in; Polars frames conforming to `catalog/schemas.py` out.
 
-Rules kept here (the SPEC's, and the decisions where it is silent — see docs in each helper):
+How it runs (fast where it matters, 100k customers × 5 items in seconds):
+
+1. every period of the run becomes a target: an invoice to compute, or a final one (in `frozen`)
+   that is returned as is and only re-priced when late usage changed its quantities;
+2. one Polars pass lays out every usage line (usage rows matched to periods, plan items and
+   dimension rates; rows that match nothing are classified into `unbilled_usage`), and one tight
+   Python loop rates each line over Decimal into a column store;
+3. customers with promotions, credits or rewards, or late usage, go through line objects for the
+   sequential steps (adjustments, promotions, burn-down); everyone else is summed from columns.
+
+Rules kept here (the SPEC's, and the decisions where it is silent — see README.md):
 
 * Every plan item has a usage line every period, even without usage (a tier-1 flat fee or a
   minimum is still owed). With `dimensions`, each combination is its own line priced by its
@@ -994,7 +1004,7 @@ class _Engine:
                 dk=[ln.dk for ln in lns], desc=[ln.description for ln in lns], qty=[ln.quantity for ln in lns],
                 up=[ln.unit_price for ln in lns], amt=[ln.amount for ln in lns], tiers=[ln.tiers for ln in lns],
                 tag=[ln.tag for ln in lns]))
-        df = pl.concat(parts).sort("_t", "_k")
+        df = pl.concat(parts)
         T = self.targets
         works = pl.DataFrame({
             "_t": pl.Series(range(len(T)), dtype=pl.Int64),
@@ -1004,7 +1014,7 @@ class _Engine:
             "period_start": _ts([w.ps for w in T]),
             "period_end": _ts([w.pe for w in T]),
         })
-        df = df.join(works, on="_t", how="left", maintain_order="left")
+        df = df.join(works, on="_t", how="left").sort("_t", "_k")   # joins do not keep row order
         new = conform("line_items", df.drop("_t", "_k"))
         if self.frozen_lines.height == 0:
             return new  # built in (customer_id, period_start, line) order
