@@ -257,3 +257,37 @@ def test_a_synthetic_book_prices_consistently():
     check_invariants(r)
     assert r.invoices.height == 300 and r.unbilled_usage.height == 0
     assert set(r.invoices["status"].to_list()) == {"final"}
+
+
+def test_the_line_object_path_and_the_column_path_give_the_same_lines():
+    """Customers with credits go through line objects, others through the column store only."""
+    items = [("A", UNIT), ("C", {**REGION_PRICE, "minimum": "100"}),
+             ("V", {"model": "volume", "maximum": "20", "tiers": [{"up_to": 5, "unit_price": "3", "flat_fee": "1"},
+                                                                  {"up_to": None, "unit_price": "2"}]})]
+    fees = [{"fee_id": "setup", "amount": "9.99", "cadence": "one_time"}, {"fee_id": "base", "amount": "5", "prorate": True}]
+    sub = {**SUB, "end": "2026-02-11"}
+    s1, s2 = utc(2026, 1, 1), utc(2026, 2, 1)
+    rows = [("c1", s1, "A", 1234), ("c1", s1, "C", 30, {"region": "us"}), ("c1", s1, "V", 12),
+            ("c1", s2, "C", 3, {"region": "eu"})]
+    plain = catalog(plans=[plan(items=items, fees=fees)], subscriptions=[sub])
+    with_grant = catalog(plans=[plan(items=items, fees=fees)], subscriptions=[sub], credits=[
+        {"grant_id": "g0", "customer_id": "c1", "amount": "0", "currency": "USD", "effective_at": "2026-01-01"}])
+    a, _ = run(plain, rows, as_of=utc(2026, 3, 1))
+    b, _ = run(with_grant, rows, as_of=utc(2026, 3, 1))
+    assert a.line_items.equals(b.line_items)
+    assert a.invoices.equals(b.invoices)
+    assert a.line_items.height == 11
+
+
+def test_reward_credit_expires_after_its_days():
+    cat = catalog(plans=[plan(items=[("A", UNIT)])], subscriptions=[SUB], rewards=[
+        {"reward_id": "r", "customer_id": "c1", "meter_api_name": "calls", "per_units": 10, "credit": "2.5",
+         "expires_after_days": 10}])
+    from tests.pricing.helpers import reward_usage
+
+    ru = reward_usage([("c1", utc(2026, 1, 1), "calls", 45)])   # 4 × 2.50 = 10.00, 1 Feb → 11 Feb
+    r, _ = run(cat, [("c1", utc(2026, 2, 1), "A", 300)], as_of=utc(2026, 3, 15), reward_usage=ru)
+    led = r.credit_ledger
+    assert led.select("entry", "balance_before", "drawn", "expired", "balance_after").rows() == [
+        ("draw", D(10), D(3), D(0), D(7)), ("expire", D(7), D(0), D(7), D(0))]
+    assert one(led, entry="expire")["at"] == utc(2026, 2, 11)
