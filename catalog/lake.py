@@ -212,6 +212,197 @@ class Lake:
             os.replace(tmp, d / f"{name}.parquet")
 
 
+    # ------------------------------------------------------------ ingestion support
+    # (raw files, scratch folders, recoverable multi-file commits, a writer lock)
+    def raw_files(self) -> list[tuple[str, Path]]:
+        """Every regular file under raw/ (any depth) as (path relative to raw/ in POSIX form, path),
+        sorted by the relative path.
+
+        Hidden files and folders (name starting with '.') are left out; a symbolic link is
+        followed only if it resolves inside raw/.
+        """
+        root = self.raw_dir
+        if not root.is_dir():
+            return []
+        out: list[tuple[str, Path]] = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for fn in filenames:
+                p = Path(dirpath) / fn
+                if fn.startswith(".") or (p.is_symlink() and not _inside(p.resolve(), root.resolve())):
+                    continue
+                if p.is_file():
+                    out.append((p.relative_to(root).as_posix(), p))
+        out.sort(key=lambda t: t[0])
+        return out
+
+    def stage_dir(self, name: str, create: bool = True) -> Path:
+        """A private scratch folder `<warehouse>/.tmp/<name>` (same filesystem as the tables)."""
+        p = self.tmp_dir / _safe_name(name)
+        if create:
+            p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def stage_dirs(self, prefix: str) -> list[Path]:
+        """Existing scratch folders whose name starts with `prefix`."""
+        _safe_name(prefix)
+        return sorted(p for p in self.tmp_dir.iterdir() if p.is_dir() and p.name.startswith(prefix))
+
+    def table_file(self, table: str, name: str, partition=None) -> Path:
+        """Where a new file `<name>.parquet` of `table` goes (in its partition folder if given)."""
+        d = self.table_dir(table) if partition is None else self.partition_dir(table, partition)
+        return d / f"{_safe_name(name)}.parquet"
+
+    def partition_files(self, table: str, values) -> list[Path]:
+        """The Parquet files of the named partitions of `table` (only those; absent ones are skipped)."""
+        self._recover(table)
+        files: list[Path] = []
+        for v in values:
+            d = self.partition_dir(table, v)
+            if d.is_dir():
+                files.extend(sorted(d.glob("*.parquet")))
+        return files
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.warehouse_dir / ".journal"
+
+    def commit(self, name: str, moves: list[tuple[Path, Path]]) -> None:
+        """Move staged files into the warehouse as one unit that survives a crash.
+
+        The list of moves is written to `<warehouse>/.journal/<name>.json` (fsynced) before the
+        first rename and deleted after the last; a crash in between is rolled forward by
+        `recover_commits()` on the next run. Moves happen in the order given: put the file that
+        marks the work as done last. Sources must be in the scratch space, targets in a table.
+        """
+        import json
+
+        wh = os.path.abspath(self.warehouse_dir)
+        tmp = os.path.abspath(self.tmp_dir)
+        for src, dst in moves:
+            s, d = os.path.abspath(src), os.path.abspath(dst)
+            if not s.startswith(tmp + os.sep) or not d.startswith(wh + os.sep) or d.startswith(tmp + os.sep):
+                raise ValueError(f"refusing to move {src} to {dst}: outside the scratch space or the warehouse")
+        jdir = self.journal_dir
+        jdir.mkdir(parents=True, exist_ok=True)
+        journal = jdir / f"{_safe_name(name)}.json"
+        body = {"name": name, "moves": [[os.path.relpath(s, wh), os.path.relpath(d, wh)] for s, d in moves]}
+        part = jdir / f"{_safe_name(name)}.json.tmp"
+        with open(part, "w", encoding="utf-8") as f:
+            json.dump(body, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, journal)
+        _fsync_dir(jdir)
+        self._apply_journal(journal)
+
+    def _apply_journal(self, journal: Path) -> list[str]:
+        """Do the moves a journal still lists; return targets whose staged source went missing."""
+        import json
+
+        wh = self.warehouse_dir
+        body = json.loads(journal.read_text(encoding="utf-8"))
+        lost: list[str] = []
+        parents: set[Path] = set()
+        for s, d in body["moves"]:
+            src, dst = wh / s, wh / d
+            if src.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+                parents.add(dst.parent)
+            elif not dst.exists():
+                lost.append(d)
+        for p in parents:
+            _fsync_dir(p)
+        journal.unlink()
+        return lost
+
+    def recover_commits(self) -> list[str]:
+        """Finish commits that a crash interrupted (roll forward); return the names finished."""
+        jdir = self.journal_dir
+        if not jdir.is_dir():
+            return []
+        for unfinished in jdir.glob("*.json.tmp"):
+            unfinished.unlink()  # the journal was never complete: no move had started
+        done = []
+        for journal in sorted(jdir.glob("*.json")):
+            lost = self._apply_journal(journal)
+            if lost:
+                import warnings
+
+                warnings.warn(f"commit {journal.stem}: staged files were missing for {lost}", stacklevel=2)
+            done.append(journal.stem)
+        return done
+
+    def lock(self, name: str) -> "LakeLock":
+        """`with lake.lock("ingest"):` one writer of a kind at a time (RuntimeError if taken)."""
+        return LakeLock(self.warehouse_dir / ".locks" / f"{_safe_name(name)}.lock")
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
+
+
+def _safe_name(name: str) -> str:
+    """A file or folder name we generate ourselves: no separators, no '..'."""
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"unsafe name for a warehouse file or folder: {name!r}")
+    return name
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class LakeLock:
+    """An exclusive, non-blocking advisory lock (flock) on a file; usable as a context manager."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> "LakeLock":
+        import fcntl
+
+        if self.fd is not None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RuntimeError(f"another {self.path.stem} run holds {self.path}") from None
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "LakeLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 def duck(lake: Lake | None = None, memory_limit: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection set up for bounded memory: limit, spill folder, no progress bar."""
     con = duckdb.connect()

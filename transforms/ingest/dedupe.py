@@ -1,0 +1,55 @@
+"""Deduplicate (SPEC §2): the first accepted event of a dedup key wins, per UTC event date.
+
+The dedup key (computed in `normalize.PARSE_SQL`) is `u:` + sha256 of the JSON array
+`[customer_id, meter_api_name, unique_id, is_cancel]` when the record has a unique_id, else `c:`
++ sha256 of `[customer_id, meter_api_name, event time (epoch µs), meter_value (9 places; null
+for count/unique_count meters, whose value is ignored), sorted dimension pairs, is_cancel]`.
+The cancel flag is part of the key, so a cancellation is never a duplicate of the event it
+cancels (but a second identical cancellation is a duplicate of the first).
+
+"First" means: earlier in the events table (any earlier run) beats this run; within a run,
+files in sorted path order (`file_seq`), then record order (`row_number`). Only partitions
+(event dates) that the new events fall on are consulted, through the `seen` table.
+
+These functions build SQL over names the caller has set up in one DuckDB connection:
+`cand` (candidate events: parsed, valid), `seen(event_date, dedup_key)` (keys already taken).
+"""
+
+from __future__ import annotations
+
+SEEN_COLUMNS = "event_date DATE, dedup_key VARCHAR"
+
+
+def create_seen_sql(seen: str) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {seen} ({SEEN_COLUMNS})"
+
+
+def winners_sql(cand: str, seen: str) -> str:
+    """Candidates that are the first of their key and whose key is not taken yet.
+
+    Duplicates are rare, so only keys seen more than once are ranked (a hash aggregate, which
+    spills), instead of a window over every candidate.
+    """
+    order = "CAST(file_seq AS BIGINT) * 4294967296 + row_number"
+    return f"""
+WITH firsts AS (
+  SELECT event_date, dedup_key, min({order}) AS first_order
+  FROM {cand} GROUP BY event_date, dedup_key HAVING count(*) > 1
+)
+SELECT c.* FROM {cand} c
+LEFT JOIN firsts f ON c.event_date = f.event_date AND c.dedup_key = f.dedup_key
+WHERE (f.first_order IS NULL OR {order.replace('file_seq', 'c.file_seq').replace('row_number', 'c.row_number')} = f.first_order)
+  AND NOT EXISTS (SELECT 1 FROM {seen} s WHERE s.event_date = c.event_date AND s.dedup_key = c.dedup_key)"""
+
+
+def remember_sql(seen: str, events: str) -> str:
+    """Take the keys of new events (a relation with event_date, dedup_key)."""
+    return f"INSERT INTO {seen} SELECT CAST(event_date AS DATE), dedup_key FROM {events}"
+
+
+def events_sql(winners: str) -> str:
+    """Winners in the events table's columns (SPEC §7), `event_date` last (the partition)."""
+    return f"""
+SELECT customer_id, meter_api_name, meter_value, event_time, unique_id,
+  dims AS dimensions, dedup_key, is_cancel, source_file, row_number, ingested_at, event_date
+FROM {winners}"""

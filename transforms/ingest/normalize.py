@@ -1,0 +1,347 @@
+"""Normalize: a raw batch of any format -> one frame of the fields as read and as parsed.
+
+Two SQL steps run in DuckDB over the Arrow batch (registered as `batch`):
+
+1. `normalize_sql(batch)` (per format) gives the *common text form*: per record its number,
+   `raw` (the record as JSON text), `record_error` (the record itself is unusable), and for each
+   SPEC §2 field its value as text exactly as read plus its kind (`string`, `integer`, `float`,
+   `decimal`, `bool`, `object`, `array`, `timestamp`, `date`); dimensions as display text, JSON
+   text still to parse (`dims_json`), a wrong container kind (`dims_kind`), or ready pairs
+   (`dim_pairs`: Parquet MAP/STRUCT, CSV extra columns).
+2. `PARSE_SQL` turns text into types: exact decimals (a numeric string never goes through a
+   float; a float from a file arrives as its shortest representation and is rounded half away
+   from zero to 9 places), instants (epoch milliseconds, or ISO-8601 with naive = UTC),
+   dimension pairs, the cancellation flag, the UTC event date and the dedup key.
+
+Nothing is decided here: the rules (and reasons) are checked by `validate` with Pandera.
+Every name taken from a file reaches SQL only as a quoted literal or identifier.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from catalog.lake import sql_ident, sql_str
+from transforms.ingest.formats import FIELD_NAMES, KNOWN_NAMES, SCALAR_FIELDS, CANCEL_DIMENSION
+from transforms.ingest.readers import RawBatch
+
+PAIRS_TYPE = "STRUCT(key VARCHAR, value VARCHAR, k VARCHAR)[]"
+NUMBER_RE = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
+NON_FINITE_RE = r"[+-]?(nan|inf|infinity)"
+MAX_MILLIS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+CTF_COLUMNS = (
+    ["row_number", "raw", "record_error"]
+    + [c for f in SCALAR_FIELDS for c in (f, f + "_k")]
+    + ["dimensions", "dims_json", "dims_kind", "dim_pairs"]
+)
+
+
+def _json_kind(v: str) -> str:
+    """The kind of a JSON value (valid JSON text; SQL NULL for JSON null) from its first character."""
+    t = f"CAST({v} AS VARCHAR)"
+    return (f"CASE WHEN {v} IS NULL THEN NULL WHEN starts_with({t}, '\"') THEN 'string' "
+            f"WHEN starts_with({t}, '{{') THEN 'object' WHEN starts_with({t}, '[') THEN 'array' "
+            f"WHEN {t} IN ('true', 'false') THEN 'bool' WHEN {t} = 'null' THEN NULL "
+            f"WHEN regexp_full_match({t}, '-?[0-9]+') THEN 'integer' ELSE 'float' END")
+
+
+def _json_text(v: str) -> str:
+    """A JSON value as text: a string unquoted (unescaped only if it has escapes), else its JSON."""
+    t = f"CAST({v} AS VARCHAR)"
+    return (f"CASE WHEN starts_with({t}, '\"') THEN CASE WHEN contains({t}, '\\') "
+            f"THEN json_extract_string({v}, '$') ELSE {t}[2:-2] END ELSE {t} END")
+
+
+# ---------------------------------------------------------------- step 1: per format
+
+
+def normalize_sql(b: RawBatch) -> str:
+    if b.kind == "json":
+        return _json_sql()
+    if b.kind == "csv":
+        return _csv_sql(b.names)
+    if b.kind == "parquet":
+        return _parquet_sql(b.names, b.types)
+    raise ValueError(b.kind)  # pragma: no cover
+
+
+def _json_sql() -> str:
+    spec = json.dumps({n: "JSON" for n in sorted(KNOWN_NAMES)})
+    fields = ",\n    ".join(
+        f"coalesce({', '.join('o.' + sql_ident(n) for n in names)}) AS {sql_ident('v_' + f)}"
+        if len(names) > 1 else f"o.{sql_ident(names[0])} AS {sql_ident('v_' + f)}"
+        for f, names in FIELD_NAMES.items()
+    )
+    out = []
+    for f in SCALAR_FIELDS:
+        v = sql_ident("v_" + f)
+        out.append(f"{_json_text(v)} AS {sql_ident(f)}, {_json_kind(v)} AS {sql_ident(f + '_k')}")
+    d = sql_ident("v_dimensions")
+    return f"""
+WITH s AS (
+  SELECT __rn AS row_number, c0 AS raw,
+    CASE WHEN NOT json_valid(c0) THEN 'the record is not valid JSON'
+         WHEN NOT starts_with(c0, '{{') THEN 'the record is a JSON ' || lower(json_type(c0)) || ', not an object'
+    END AS record_error,
+    CASE WHEN json_valid(c0) AND starts_with(c0, '{{') THEN json_transform(c0, {sql_str(spec)}) END AS o
+  FROM batch
+), f AS (
+  SELECT row_number, raw, record_error,
+    {fields}
+  FROM s
+)
+SELECT row_number, raw, record_error,
+  {", ".join(out)},
+  {_json_text(d)} AS dimensions,
+  CASE WHEN {_json_kind(d)} IN ('object', 'string') THEN {_json_text(d)} END AS dims_json,
+  CASE WHEN {_json_kind(d)} NOT IN ('object', 'string') THEN {_json_kind(d)} END AS dims_kind,
+  NULL::{PAIRS_TYPE} AS dim_pairs
+FROM f"""
+
+
+def _csv_sql(names: list[str]) -> str:
+    cols = {n: sql_ident(f"c{i}") for i, n in enumerate(names)}
+
+    def text(field: str) -> str:
+        present = [f"NULLIF({cols[n]}, '')" for n in FIELD_NAMES[field] if n in cols]
+        if not present:
+            return "NULL::VARCHAR"
+        return present[0] if len(present) == 1 else f"coalesce({', '.join(present)})"
+
+    out = []
+    for f in SCALAR_FIELDS:
+        t = text(f)
+        out.append(f"{t} AS {sql_ident(f)}, CASE WHEN {t} IS NOT NULL THEN 'string' END AS {sql_ident(f + '_k')}")
+    extra = [n for n in names if n not in KNOWN_NAMES]
+    if extra:
+        items = ", ".join(f"{{'key': {sql_str(n)}, 'value': NULLIF({cols[n]}, ''), 'k': 'string'}}" for n in extra)
+        pairs = f"list_filter([{items}], lambda p: p.value IS NOT NULL)"
+        shown = (f"CASE WHEN len({pairs}) > 0 THEN to_json(map_from_entries(list_transform({pairs}, "
+                 f"lambda p: {{'key': p.key, 'value': p.value}}))) END")
+    else:
+        pairs, shown = f"NULL::{PAIRS_TYPE}", "NULL::VARCHAR"
+    dims_text = text("dimensions")
+    raw_obj = "json_object(" + ", ".join(f"{sql_str(n)}, {cols[n]}" for n in names) + ")" if names else "'{}'"
+    return f"""
+SELECT __rn AS row_number, coalesce(__raw, {raw_obj}) AS raw, __err AS record_error,
+  {", ".join(out)},
+  coalesce({dims_text}, {shown}) AS dimensions,
+  {dims_text} AS dims_json,
+  NULL::VARCHAR AS dims_kind,
+  {pairs} AS dim_pairs
+FROM batch"""
+
+
+def arrow_kind(t: pa.DataType) -> str | None:
+    """How a Parquet column's type reads as a SPEC field (None: no value at all)."""
+    if pa.types.is_dictionary(t):
+        return arrow_kind(t.value_type)
+    if pa.types.is_null(t):
+        return None
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_decimal(t):
+        return "decimal"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_map(t) or pa.types.is_struct(t):
+        return "object"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return "array"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "binary"
+    return str(t)
+
+
+def _parquet_sql(names: list[str], types: list[pa.DataType]) -> str:
+    idx: dict[str, int] = {}
+    for i, n in enumerate(names):
+        idx.setdefault(n, i)
+    col = {n: sql_ident(f"c{i}") for n, i in idx.items()}
+
+    def field(f: str) -> tuple[str, str]:
+        present = [n for n in FIELD_NAMES[f] if n in idx and arrow_kind(types[idx[n]]) is not None]
+        if not present:
+            return "NULL::VARCHAR", "NULL::VARCHAR"
+        texts = [f"CAST({col[n]} AS VARCHAR)" for n in present]
+        kinds = [sql_str(arrow_kind(types[idx[n]])) for n in present]
+        if len(present) == 1:
+            return texts[0], f"CASE WHEN {col[present[0]]} IS NOT NULL THEN {kinds[0]} END"
+        kind = "CASE " + " ".join(f"WHEN {col[n]} IS NOT NULL THEN {k}" for n, k in zip(present, kinds)) + " END"
+        return f"coalesce({', '.join(texts)})", kind
+
+    out = []
+    for f in SCALAR_FIELDS:
+        t, k = field(f)
+        out.append(f"{t} AS {sql_ident(f)}, {k} AS {sql_ident(f + '_k')}")
+
+    shown, dims_json, dims_kind, pairs = "NULL::VARCHAR", "NULL::VARCHAR", "NULL::VARCHAR", f"NULL::{PAIRS_TYPE}"
+    if "dimensions" in idx:
+        c, t = col["dimensions"], types[idx["dimensions"]]
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        kind = arrow_kind(t)
+        if pa.types.is_map(t):
+            vk = sql_str(arrow_kind(t.item_type) or "null")
+            pairs = (f"list_transform(map_entries({c}), lambda e: {{'key': CAST(e.key AS VARCHAR), "
+                     f"'value': CAST(e.value AS VARCHAR), 'k': {vk}}})")
+            shown = f"to_json({c})"
+        elif pa.types.is_struct(t):
+            items = ", ".join(
+                f"{{'key': {sql_str(t.field(j).name)}, 'value': CAST(struct_extract({c}, {sql_str(t.field(j).name)}) AS VARCHAR), "
+                f"'k': {sql_str(arrow_kind(t.field(j).type) or 'null')}}}"
+                for j in range(t.num_fields)
+            )
+            pairs = f"CASE WHEN {c} IS NOT NULL THEN list_filter([{items}], lambda p: p.value IS NOT NULL) END" if items else f"NULL::{PAIRS_TYPE}"
+            shown = f"to_json({c})"
+        elif kind == "string":
+            dims_json = shown = f"CAST({c} AS VARCHAR)"
+        elif kind is not None:
+            dims_kind = f"CASE WHEN {c} IS NOT NULL THEN {sql_str(kind)} END"
+            shown = f"CAST({c} AS VARCHAR)"
+    raw_obj = "json_object(" + ", ".join(f"{sql_str(n)}, {sql_ident(f'c{i}')}" for i, n in enumerate(names)) + ")" if names else "'{}'"
+    return f"""
+SELECT __rn AS row_number, {raw_obj}::VARCHAR AS raw, NULL::VARCHAR AS record_error,
+  {", ".join(out)},
+  {shown} AS dimensions,
+  {dims_json} AS dims_json,
+  {dims_kind} AS dims_kind,
+  {pairs} AS dim_pairs
+FROM batch"""
+
+
+# ---------------------------------------------------------------- step 2: text -> types
+
+_NUMERIC_KINDS = "('string', 'integer', 'float', 'decimal')"
+_EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+
+PARSE_SQL = f"""
+WITH a AS (
+  SELECT ctf.*,
+    CASE WHEN meter_value_k IN {_NUMERIC_KINDS} THEN trim(meter_value) END AS _mv,
+    CASE WHEN meter_time_in_millis_k IN {_NUMERIC_KINDS} THEN trim(meter_time_in_millis) END AS _ms,
+    CASE WHEN event_time_k IN ('string', 'timestamp', 'date') THEN trim(event_time) END AS _et,
+    CASE WHEN dims_json IS NOT NULL AND json_valid(dims_json) THEN
+      CASE WHEN starts_with(ltrim(dims_json), '{{') THEN 'OBJECT' ELSE json_type(dims_json) END END AS _djt
+  FROM ctf
+), b AS (
+  SELECT a.*,
+    coalesce(regexp_full_match(_mv, {sql_str(NUMBER_RE)}), false) AS v_num,
+    coalesce(regexp_full_match(lower(_mv), {sql_str(NON_FINITE_RE)})
+             OR (regexp_full_match(_mv, {sql_str(NUMBER_RE)}) AND isinf(TRY_CAST(_mv AS DOUBLE))), false) AS v_nonfinite,
+    CASE WHEN regexp_full_match(_ms, {sql_str(NUMBER_RE)}) THEN TRY_CAST(_ms AS DOUBLE) END AS _msd,
+    CASE WHEN regexp_matches(_et, '^\\d{{4}}-\\d{{2}}-\\d{{2}}') THEN TRY_CAST(_et AS TIMESTAMPTZ) END AS _ets,
+    CASE WHEN _djt = 'OBJECT' THEN json_transform(dims_json, '"MAP(VARCHAR, JSON)"') END AS _djm
+  FROM a
+), d AS (
+  SELECT b.*,
+    CASE WHEN v_num AND NOT v_nonfinite THEN TRY_CAST(_mv AS DECIMAL(38, 9)) END AS p_value,
+    CASE WHEN meter_time_in_millis IS NOT NULL THEN 'meter_time_in_millis'
+         WHEN event_time IS NOT NULL THEN 'event_time' END AS time_field,
+    CASE WHEN meter_time_in_millis IS NOT NULL THEN
+           CASE WHEN _msd = floor(_msd) AND _msd > 0 AND _msd <= {MAX_MILLIS}
+                THEN CAST(epoch_ms(CAST(_msd AS BIGINT)) AS TIMESTAMPTZ) END
+         WHEN event_time IS NOT NULL THEN
+           CASE WHEN isfinite(_ets) AND _ets > {_EPOCH} THEN _ets END
+    END AS p_ts,
+    coalesce(CASE WHEN meter_time_in_millis IS NOT NULL THEN _msd <= 0
+                  WHEN event_time IS NOT NULL THEN _ets <= {_EPOCH} END, false) AS ts_nonpositive,
+    CASE WHEN dims_kind IS NOT NULL THEN 'dimensions must be an object of string values, got ' || dims_kind
+         WHEN dims_json IS NOT NULL AND _djt IS NULL THEN 'dimensions is not valid JSON'
+         WHEN dims_json IS NOT NULL AND _djt <> 'OBJECT' THEN 'dimensions must be a JSON object, got ' || lower(_djt)
+    END AS dims_type_error,
+    CASE WHEN _djt = 'OBJECT' AND _djm IS NULL THEN
+      'dimension key ' || to_json(list_filter(json_keys(dims_json), lambda k, i: list_position(json_keys(dims_json), k) <> i)[1])
+      || ' appears more than once' END AS dims_error,
+    list_concat(
+      coalesce(list_transform(map_entries(_djm), lambda e: {{
+        'key': e.key, 'value': {_json_text('e.value')}, 'k': coalesce({_json_kind('e.value')}, 'null')}}), []),
+      coalesce(dim_pairs, [])) AS dims
+  FROM b
+), e AS (
+  SELECT d.*,
+    CASE WHEN unique_id_k IN ('string', 'integer') AND trim(unique_id) <> '' THEN unique_id END AS uid,
+    coalesce(list_bool_or(list_transform(dims, lambda p: p.key = {sql_str(CANCEL_DIMENSION)}
+                                                         AND lower(trim(p.value)) = 'true')), false) AS is_cancel,
+    list_sort(list_transform(dims, lambda p: {{'key': p.key, 'value': p.value}})) AS dims_kv
+  FROM d
+)
+SELECT row_number, record_error,
+  customer_id, customer_id_k, meter_api_name, meter_api_name_k, meter_value, meter_value_k,
+  meter_time_in_millis, event_time, unique_id, unique_id_k,
+  dims_type_error, dims_error, dims, dims_kv,
+  v_num, v_nonfinite, p_value, time_field, coalesce(meter_time_in_millis, event_time) AS time_text,
+  p_ts, ts_nonpositive, uid, is_cancel, CAST(p_ts AS DATE) AS event_date,
+  CASE WHEN uid IS NOT NULL
+       THEN 'u:' || sha256(json_array(customer_id, meter_api_name, uid, is_cancel))
+       ELSE 'c:' || sha256(json_array(customer_id, meter_api_name, epoch_us(p_ts),
+              CASE WHEN meter_api_name IN (SELECT meter_api_name FROM valueless_meters) THEN NULL
+                   ELSE CAST(p_value AS VARCHAR) END,
+              list_transform(dims_kv, lambda p: [p.key, p.value]), is_cancel))
+  END AS dedup_key
+FROM e
+"""
+
+
+_CHUNK_ROWS = 16_384
+
+
+def prepare(con: duckdb.DuckDBPyConnection, valueless_meters: list[str]) -> None:
+    """Session settings the parse relies on (UTC instants) and the run's count-type meters."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("valueless_meters", pa.table({"meter_api_name": pa.array(sorted(valueless_meters), pa.string())}))
+
+
+class BatchView:
+    """A raw batch registered in DuckDB as `batch`, its common text form as the view `ctf`.
+
+    `parse()` gives the parsed frame (without the bulky display columns); `display(rows)` the
+    record as JSON text (`raw`) and the dimensions as text, for the given record numbers only
+    (the rejected ones). Use as a context manager; `prepare(con, ...)` must have run.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, batch: RawBatch, ctf_sql: str | None = None):
+        self.con, self.batch, self.ctf_sql = con, batch, ctf_sql or normalize_sql(batch)
+
+    def __enter__(self) -> "BatchView":
+        table = self.batch.table
+        if table.num_rows > _CHUNK_ROWS:  # several chunks: DuckDB scans them in parallel
+            table = pa.Table.from_batches(table.combine_chunks().to_batches(max_chunksize=_CHUNK_ROWS))
+        self.con.register("batch", table)
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW ctf AS {self.ctf_sql}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.con.unregister("batch")
+
+    def parse(self) -> pl.DataFrame:
+        return self.con.sql(PARSE_SQL).pl()
+
+    def display(self, row_numbers: pl.Series) -> pl.DataFrame:
+        self.con.register("wanted", pa.table({"row_number": row_numbers.cast(pl.Int64).to_arrow()}))
+        try:
+            return self.con.sql("SELECT c.row_number, c.raw, c.dimensions FROM ctf c "
+                                "SEMI JOIN wanted w ON c.row_number = w.row_number").pl()
+        finally:
+            self.con.unregister("wanted")
+
+
+def parse_batch(con: duckdb.DuckDBPyConnection, batch: RawBatch, ctf_sql: str | None = None) -> pl.DataFrame:
+    """One raw batch -> the parsed frame plus `raw` and `dimensions` text (small batches, tests)."""
+    with BatchView(con, batch, ctf_sql) as view:
+        parsed = view.parse()
+        shown = view.display(parsed["row_number"])
+    return parsed.join(shown, on="row_number", how="left", maintain_order="left")
