@@ -19,8 +19,10 @@ event instants and is right-continuous: the state *at* instant t already include
   and a 0 when a timeout (or the time before the first event) falls inside the window.
 - event_duration: per resource (tuple of resource_dimensions; events lacking one are ignored),
   value > 0 starts it (a start while running is ignored), value <= 0 stops it (a stop while stopped
-  is ignored). Running intervals [start, stop); a still-open one runs to as_of (to +∞ without
-  as_of). Window value = Σ over resources of |interval ∩ [start, end)| in duration_unit.
+  is ignored). Running intervals [start, stop), a still-open one without end. Window value =
+  Σ over resources of |interval ∩ [start, min(end, as_of))| in duration_unit: a still-open
+  resource runs to min(window end, as_of), and time after as_of never counts (without as_of,
+  windows are counted to their end).
 - weighted_sum: level L(t) as for running_total (values are deltas);
   window value = ∫_start^end L(t) dt / (end − start).
 
@@ -178,23 +180,12 @@ def event_duration(intervals: list[tuple[int, int | None]], event_times: list[in
                    as_of_us: int | None, unit_us: int) -> Iterator[tuple[int, int, Decimal]]:
     """Total running time of a group's resources inside each window, in the duration unit.
 
-    G(x) = Σ_i |[a_i, b_i) ∩ (−∞, x)| = Σ_{a_i<x} (x − a_i) − Σ_{b_i<x} (x − b_i), with prefix
-    sums over sorted starts and ends, so each window costs O(log n)."""
-    starts_all = sorted(a for a, _ in intervals)
-    stops_all = sorted(b for _, b in intervals if b is not None)
-    A: list[int] = []
-    B: list[int] = []
-    for a, b in intervals:
-        if b is None:
-            if as_of_us is None:
-                A.append(a)
-                continue
-            b = as_of_us
-        if b > a:
-            A.append(a)
-            B.append(b)
-    A.sort()
-    B.sort()
+    Only the observed part of a window counts: [start, min(end, as_of)) — so a still-open resource
+    runs to min(end, as_of), and nothing after as_of is counted even when a later stop is known.
+    G(x) = Σ_i |[a_i, b_i) ∩ (−∞, x)| = Σ_{a_i<x} (x − a_i) − Σ_{b_i<x} (x − b_i) (open
+    intervals only in the first sum), from prefix sums over sorted starts and stops: O(log n)."""
+    A = sorted(a for a, _ in intervals)
+    B = sorted(b for _, b in intervals if b is not None)
     pa, pb = [0], [0]
     for a in A:
         pa.append(pa[-1] + a)
@@ -208,10 +199,11 @@ def event_duration(intervals: list[tuple[int, int | None]], event_times: list[in
     event_times = sorted(event_times)
     for s, e in windows:
         has_events = bisect_left(event_times, e) > bisect_left(event_times, s)
-        running = bisect_left(starts_all, s) - bisect_left(stops_all, s)
+        running = bisect_left(A, s) - bisect_left(B, s)  # started before s, not stopped before s
         if not has_events and running <= 0:
             continue
-        yield s, e, div9(G(e) - G(s), unit_us)
+        hi = e if as_of_us is None else min(e, as_of_us)
+        yield s, e, div9(G(hi) - G(s) if hi > s else 0, unit_us)
 
 
 # ---------------------------------------------------------------- driver
