@@ -115,12 +115,17 @@ def _slots(n: int, rng: np.random.Generator, defect_rate: float, dup_rate: float
 
 def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_000, seed: int = 7,
               defect_rate: float = 0.002, dup_rate: float = 0.01, cancel_rate: float = 0.001,
-              as_of: dt.datetime = AS_OF, unreadable: bool = True, compresslevel: int = 1) -> Zone:
+              as_of: dt.datetime = AS_OF, unreadable: bool = True, compresslevel: int = 1,
+              pad: int = 0, prefix: str = "", variants: list[int] | None = None) -> Zone:
+    """`pad` adds a `session` dimension of that many characters (fatter rows); `prefix` names the
+    sub-folder and the unique ids, so several zones can share one raw/ without touching each
+    other; `variants` picks the file variants to cycle through (indices into VARIANTS)."""
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
     n_files = max(1, -(-n_rows // rows_per_file))
     file_of = np.minimum(np.arange(n_rows) // rows_per_file, n_files - 1)
-    variant_of_file = [i % len(VARIANTS) for i in range(n_files)]
+    cycle = variants or list(range(len(VARIANTS)))
+    variant_of_file = [cycle[i % len(cycle)] for i in range(n_files)]
     slots = _slots(n_rows, rng, defect_rate, dup_rate, cancel_rate, file_of, variant_of_file)
 
     # the clean event behind every slot
@@ -143,7 +148,8 @@ def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_00
         value=pl.when(pl.col("meter_api_name") == "seats").then(pl.lit("1"))
         .otherwise(pl.format("{}.{}", pl.col("value_milli") // 1000,
                              (pl.col("value_milli") % 1000).cast(pl.String).str.zfill(3))),
-        uid=pl.when(pl.col("has_uid")).then(pl.format("u-{}", pl.col("slot"))),
+        uid=pl.when(pl.col("has_uid")).then(pl.format(f"u{prefix}-{{}}", pl.col("slot"))),
+        session=(pl.format(f"{prefix}s{{}}-", pl.col("slot")).str.pad_end(pad, "x") if pad else pl.lit(None, pl.String)),
         cancel=pl.lit(None, pl.String),
         bad_dim=pl.lit(None, pl.String),
     ).drop("value_milli", "has_uid")
@@ -170,14 +176,14 @@ def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_00
     cancel_slots, csrc = cancel_slots[keep], csrc[keep]
 
     cols = {c: s[c].to_numpy().copy() for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region",
-                                                 "tier", "cancel", "bad_dim")}
+                                                 "tier", "session", "cancel", "bad_dim")}
     # duplicates: copy the source; half of those with a unique_id get another value (still a duplicate)
-    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier"):
+    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier", "session"):
         cols[c][dup_slots] = cols[c][dup_src]
     other_value = (rng.random(len(dup_slots)) < 0.5) & np.array([u is not None for u in cols["uid"][dup_slots]])
     cols["value"][dup_slots[other_value]] = "999.999"
     # cancellations: same customer, meter, unique_id and time as the source, plus the flag
-    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier"):
+    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier", "session"):
         cols[c][cancel_slots] = cols[c][csrc]
     cols["cancel"][cancel_slots] = "true"
     # defects
@@ -199,7 +205,7 @@ def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_00
     for fi in range(n_files):
         kind, gz, camel, iso, str_values, dims_as = VARIANTS[variant_of_file[fi]]
         ext = {"csv": ".csv", "ndjson": ".ndjson", "jsonl": ".jsonl", "json": ".json", "parquet": ".parquet"}[kind]
-        rel = f"batch-{fi // 5:03d}/{fi:04d}-{kind}{ext}" + (".gz" if gz else "")
+        rel = f"{prefix + '/' if prefix else ''}batch-{fi // 5:03d}/{fi:04d}-{kind}{ext}" + (".gz" if gz else "")
         part = s.filter(pl.col("file") == fi)
         path = raw_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,8 @@ def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_00
             quarantined={r: counts[r] for r in DEFECTS if counts.get(r)},
         ))
     if unreadable:
-        for rel, data in _unreadable_files(raw_dir):
+        for rel, data in _unreadable_files(raw_dir / prefix if prefix else raw_dir):
+            rel = f"{prefix}/{rel}" if prefix else rel
             files.append(FileExpect(rel, status="unreadable"))
         files.sort(key=lambda f: f.source_file)
 
@@ -268,6 +275,8 @@ def _render(part: pl.DataFrame, kind: str, camel: bool, iso: bool, str_values: b
         cols = [pl.col("customer_id").alias(n["customer_id"]), pl.col("meter_api_name").alias(n["meter_api_name"]),
                 pl.col("value").alias(n["meter_value"]), _time(part, iso).alias(time_name),
                 pl.col("uid").alias(n["unique_id"]), "region", "tier", pl.col("cancel").alias("meterbill_cancel")]
+        if part["session"].is_not_null().any():
+            cols.append("session")
         if part["bad_dim"].is_not_null().any():
             cols.append(pl.col("bad_dim").alias("bad key!"))
         return part.select(cols).write_csv().encode()
@@ -279,8 +288,8 @@ def _render(part: pl.DataFrame, kind: str, camel: bool, iso: bool, str_values: b
         if iso:  # bad_timestamp as a typed timestamp: before the epoch
             time = pl.when(pl.col("kind") == "bad_timestamp").then(
                 pl.lit(dt.datetime(1960, 1, 1, tzinfo=dt.timezone.utc))).otherwise(time).alias("event_time")
-        entries = {"region": pl.col("region"), "tier": pl.col("tier"), "meterbill_cancel": pl.col("cancel"),
-                   "bad key!": pl.col("bad_dim")}
+        entries = {"region": pl.col("region"), "tier": pl.col("tier"), "session": pl.col("session"),
+                   "meterbill_cancel": pl.col("cancel"), "bad key!": pl.col("bad_dim")}
         if dims_as == "map":
             dims = (pl.concat_list([pl.struct(key=pl.lit(k), value=v) for k, v in entries.items()])
                     .list.eval(pl.element().filter(pl.element().struct.field("value").is_not_null()))
@@ -305,7 +314,7 @@ def _render(part: pl.DataFrame, kind: str, camel: bool, iso: bool, str_values: b
     if not value_quoted:  # numbers, except the word that is the defect
         value = pl.when(pl.col("value") == "abc").then(pl.lit(f',"{n["meter_value"]}":"abc"')).otherwise(value)
     time = kv(time_name, _time(part, iso), quote=iso)
-    dims_items = [kv("region", pl.col("region")), kv("tier", pl.col("tier")),
+    dims_items = [kv("region", pl.col("region")), kv("tier", pl.col("tier")), kv("session", pl.col("session")),
                   kv("meterbill_cancel", pl.col("cancel")), kv("bad key!", pl.col("bad_dim"))]
     dims = pl.concat_str([pl.lit('{"_":"_"'), *dims_items, pl.lit("}")]).str.replace('{"_":"_",', "{", literal=True)
     dims = pl.when(dims == '{"_":"_"}').then(pl.lit("{}")).otherwise(dims)

@@ -71,7 +71,10 @@ def normalize_sql(b: RawBatch) -> str:
 
 
 def _json_sql() -> str:
-    spec = json.dumps({n: "JSON" for n in sorted(KNOWN_NAMES)})
+    """JSON records: one parse of each record (`json_transform`), dimensions straight into a
+    MAP; only a record whose dimensions are not a plain object (a JSON string holding an object,
+    a repeated key, a wrong type) pays a second look."""
+    spec = json.dumps({n: ("MAP(VARCHAR, JSON)" if n == "dimensions" else "JSON") for n in sorted(KNOWN_NAMES)})
     fields = ",\n    ".join(
         f"coalesce({', '.join('o.' + sql_ident(n) for n in names)}) AS {sql_ident('v_' + f)}"
         if len(names) > 1 else f"o.{sql_ident(names[0])} AS {sql_ident('v_' + f)}"
@@ -82,6 +85,7 @@ def _json_sql() -> str:
         v = sql_ident("v_" + f)
         out.append(f"{_json_text(v)} AS {sql_ident(f)}, {_json_kind(v)} AS {sql_ident(f + '_k')}")
     d = sql_ident("v_dimensions")
+    dj = "json_extract(raw, '$.dimensions')"
     return f"""
 WITH s AS (
   SELECT __rn AS row_number, c0 AS raw,
@@ -92,16 +96,22 @@ WITH s AS (
   FROM batch
 ), f AS (
   SELECT row_number, raw, record_error,
-    {fields}
+    {fields},
+    CASE WHEN o IS NOT NULL AND o.dimensions IS NULL AND contains(raw, 'dimensions')
+         THEN json_type(raw, '$.dimensions') END AS dims_type
   FROM s
 )
 SELECT row_number, raw, record_error,
   {", ".join(out)},
-  {_json_text(d)} AS dimensions,
-  CASE WHEN {_json_kind(d)} IN ('object', 'string') THEN {_json_text(d)} END AS dims_json,
-  CASE WHEN {_json_kind(d)} NOT IN ('object', 'string') THEN {_json_kind(d)} END AS dims_kind,
-  NULL::{PAIRS_TYPE} AS dim_pairs
-FROM f"""
+  CASE WHEN o_dims_text IS NOT NULL THEN o_dims_text END AS dimensions,
+  CASE WHEN dims_type = 'OBJECT' THEN CAST({dj} AS VARCHAR)
+       WHEN dims_type = 'VARCHAR' THEN json_extract_string(raw, '$.dimensions') END AS dims_json,
+  CASE WHEN dims_type NOT IN ('OBJECT', 'VARCHAR', 'NULL') THEN {_json_kind(dj)} END AS dims_kind,
+  list_transform(map_entries({d}), lambda e: {{
+    'key': e.key, 'value': {_json_text('e.value')}, 'k': coalesce({_json_kind('e.value')}, 'null')}}) AS dim_pairs
+FROM (SELECT *, CASE WHEN contains(raw, 'dimensions') THEN
+        CASE WHEN json_type(raw, '$.dimensions') = 'VARCHAR' THEN json_extract_string(raw, '$.dimensions')
+             ELSE CAST({dj} AS VARCHAR) END END AS o_dims_text FROM f)"""
 
 
 def _csv_sql(names: list[str]) -> str:
