@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -48,7 +49,14 @@ def _to_decimal(v: Any) -> Any:
     return v
 
 
-Money = Annotated[Decimal, BeforeValidator(_to_decimal)]
+def _at_most_9_places(v: Decimal) -> Decimal:
+    """Warehouse DECIMAL(38, 9) holds 9 fractional digits: more would be cut silently, so refuse."""
+    if isinstance(v, Decimal) and v.as_tuple().exponent < -9 and v != v.quantize(Decimal("1e-9")):
+        raise ValueError(f"{v} has more than 9 decimal places")
+    return v
+
+
+Money = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidator(_at_most_9_places)]
 Instant = dt.datetime | dt.date  # a date means midnight in the customer's time zone
 
 ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,199}$")
@@ -175,6 +183,12 @@ class Tier(Model):
 class DimensionRate(Model):
     match: dict[str, str]
     price: "Price"
+
+    @model_validator(mode="after")
+    def _flat(self) -> "DimensionRate":
+        if self.price.dimensions is not None:
+            raise ValueError("a rate's price cannot have dimensions of its own")
+        return self
 
 
 class DimensionPricing(Model):

@@ -38,5 +38,24 @@ def open_lake(lake: str | None, must_exist: bool = True) -> Lake:
 
 
 def open_catalog(lk: Lake) -> Catalog:
-    """The validated catalogue; raises CatalogError (one line per problem)."""
-    return load_catalog(lk.catalog_dir)
+    """The validated catalogue; raises CatalogError (one line per problem).
+
+    Beyond the loader's own checks, every webhook/slack `payload` template must use known
+    placeholders and fill to valid JSON, so a bad template stops the run before anything is sent.
+    """
+    from catalog import CatalogError
+    from transforms.alerts import TemplateError, validate_template
+
+    cat = load_catalog(lk.catalog_dir)
+    problems = []
+    for i, a in enumerate(cat.alerts.values(), 1):
+        for j, ch in enumerate(a.channels):
+            if ch.payload is None:
+                continue
+            try:
+                validate_template(ch.payload)
+            except TemplateError as e:
+                problems.append(f"catalog/alerts.yaml: record {i} (alert_id={a.alert_id}): channels[{j}].payload: {e}")
+    if problems:
+        raise CatalogError(problems)
+    return cat
