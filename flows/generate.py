@@ -53,7 +53,7 @@ def _dims(**cols: pl.Expr) -> pl.Expr:
 def _day_events(cat: Catalog, day: dt.date, n: int, rng: np.random.Generator, sizes: np.ndarray,
                 customers: list[str], prefix: str) -> pl.DataFrame:
     weekend = day.weekday() >= 5
-    n = int(n * (0.6 if weekend else 1.0))
+    n = int(n * (0.6 if weekend else 1.0) * rng.uniform(0.85, 1.15))  # day-to-day noise
     midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
     by_type: dict[str, list[str]] = {}
     for m in cat.meters.values():
