@@ -14,7 +14,7 @@ from typing import Iterable
 import polars as pl
 
 from catalog.config import Catalog
-from catalog.schemas import DEC, DIMS, TS, conform
+from catalog.schemas import DEC, DIMS, TS, conform, empty
 from transforms.metering import meter_values
 
 UTC = dt.timezone.utc
@@ -164,12 +164,12 @@ def _monthly(cat: Catalog, ev: pl.DataFrame, reason: str) -> pl.DataFrame:
                                pl.lit(None, dtype=DIMS).alias("dimensions"),
                                pl.col("window_start").alias("period_start"),
                                pl.col("value").cast(DEC).alias("quantity"), pl.lit(reason).alias("reason")))
-    return pl.concat(out) if out else conform("unbilled_usage", pl.DataFrame())
+    return pl.concat(out) if out else empty("unbilled_usage")
 
 
 def _finish(rows: list[pl.DataFrame]) -> pl.DataFrame:
     if not rows:
-        return conform("unbilled_usage", pl.DataFrame())
+        return empty("unbilled_usage")
     return conform("unbilled_usage", pl.concat(rows, how="vertical_relaxed")).sort(
         "customer_id", "period_start", "meter_api_name", "reason")
 
