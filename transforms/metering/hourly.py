@@ -117,10 +117,10 @@ def hourly_usage(events: pl.DataFrame, meters: Mapping[str, Meter], hours: pl.Da
                pl.when(v.count() > 0).then(v.sum()).alias("value_sum"),
                v.min().alias("value_min"),
                v.max().alias("value_max"),
-               pl.when(v.count() > 0).then(v.sum() / v.count().cast(DEC)).alias("__avg"),
+               pl.when(v.count() > 0).then(v.sum() / v.count().clip(lower_bound=1).cast(DEC)).alias("__avg"),  # when() evaluates both sides
                latest_expr().alias("__latest"),
                # one combination: the unique tuple is the same for all its events → 1 or 0
-               pl.col("__uc_ok").first().cast(DEC).alias("__uc"),
+               pl.col("__uc_ok").first().cast(pl.Int64).cast(DEC).alias("__uc"),
            )
            .collect())
     ty = pl.col("__type")
