@@ -16,6 +16,7 @@ import polars as pl
 from catalog.config import Catalog
 from catalog.schemas import DEC, DIMS, TS, conform, empty
 from transforms.metering import meter_values
+from transforms.metering.cancel import cancel_flag
 
 UTC = dt.timezone.utc
 
@@ -117,31 +118,20 @@ def unbilled_usage(cat: Catalog, events: pl.DataFrame, periods: Iterable, as_of:
     ev = ev.filter(known_c & known_m)
     if ev.height == 0:
         return _finish(rows)
-    # which events fall in a period, and is their meter priced by the plan in force?
-    tagged = ev.with_row_index("_i").join_where(
-        pf, pl.col("customer_id") == pl.col("customer_id_right"),
-        pl.col("event_time") >= pl.col("start"), pl.col("event_time") < pl.col("end"),
-    ).select("_i", "plan_id")
-    ev = ev.with_row_index("_i").join(tagged, on="_i", how="left")
+    # which events fall in a period, and is their meter priced (item meter + filter) by the plan in force?
+    ev = in_periods(ev.with_row_index("_i"), pf, keep_all=True)
     no_sub = ev.filter(pl.col("plan_id").is_null())
     if no_sub.height:
-        rows.append(_monthly(cat, no_sub.drop("_i", "plan_id"), "no_subscription"))
+        rows.append(_monthly(cat, no_sub.drop("_i", "plan_id", "period_start"), "no_subscription"))
     covered = ev.filter(pl.col("plan_id").is_not_null())
-    uncovered_parts = []
-    for (plan_id,), part in covered.partition_by("plan_id", as_dict=True).items():
-        plan = cat.plans[plan_id]
-        mask = pl.lit(False)
-        for item in plan.items:
-            pi = cat.product_items[item.product_item_id]
-            m = pl.col("meter_api_name") == pi.meter_api_name
-            for k, vals in (pi.filter or {}).items():
-                m = m & pl.col("dimensions").map.get(k).is_in(vals)
-            mask = mask | m
-        uncovered_parts.append(part.filter(~mask))
-    if uncovered_parts:
-        nip = pl.concat(uncovered_parts).drop("_i", "plan_id")
-        if nip.height:
-            rows.append(_monthly(cat, nip, "not_in_plan"))
+    items = _plan_items(cat, covered["plan_id"].unique().to_list())
+    priced = (covered.select("_i", "plan_id", "meter_api_name", "dimensions")
+              .join(items, on=["plan_id", "meter_api_name"], how="inner")
+              .filter(_item_filter(cat, items["product_item_id"].to_list()))
+              .select("_i"))
+    nip = covered.join(priced, on="_i", how="anti").sort("_i").drop("_i", "plan_id", "period_start")
+    if nip.height:
+        rows.append(_monthly(cat, nip, "not_in_plan"))
     return _finish(rows)
 
 
@@ -174,43 +164,86 @@ def _finish(rows: list[pl.DataFrame]) -> pl.DataFrame:
         "customer_id", "period_start", "meter_api_name", "reason")
 
 
+def _plan_items(cat: Catalog, plan_ids: Iterable[str]) -> pl.DataFrame:
+    """plan_id, product_item_id, meter_api_name of every item of the given plans."""
+    rows = [(plan_id, item.product_item_id, cat.product_items[item.product_item_id].meter_api_name)
+            for plan_id in sorted(set(plan_ids)) for item in cat.plans[plan_id].items]
+    return pl.DataFrame(rows, schema={"plan_id": pl.String, "product_item_id": pl.String,
+                                      "meter_api_name": pl.String}, orient="row")
+
+
+def _item_filter(cat: Catalog, item_ids: Iterable[str]) -> pl.Expr:
+    """True where an event row (with its `product_item_id`) passes that item's dimension filter."""
+    plain, filtered = [], []
+    for pid in sorted(set(item_ids)):
+        flt = cat.product_items[pid].filter
+        if not flt:
+            plain.append(pid)
+            continue
+        cond = pl.col("product_item_id") == pid
+        for k, vals in flt.items():
+            cond = cond & pl.col("dimensions").map.get(k).is_in(list(vals)).fill_null(False)
+        filtered.append(cond)
+    expr = pl.col("product_item_id").is_in(plain)
+    for cond in filtered:
+        expr = expr | cond
+    return expr
+
+
+def in_periods(events: pl.DataFrame, pf: pl.DataFrame, keep_all: bool = False) -> pl.DataFrame:
+    """Each event that falls in one of its customer's periods, with that period's `period_start`
+    and `plan_id` (a customer's periods never overlap, so an as-of join finds it). With
+    `keep_all`, events in no period are kept with null `period_start` and `plan_id`."""
+    ev = events.sort("event_time")
+    p = pf.select("customer_id", pl.col("start").alias("period_start"), pl.col("end").alias("_end"),
+                  "plan_id").sort("period_start")
+    tagged = ev.join_asof(p, left_on="event_time", right_on="period_start", by="customer_id",
+                          strategy="backward", check_sortedness=False, coalesce=False)
+    if "customer_id_right" in tagged.columns:
+        tagged = tagged.drop("customer_id_right")
+    inside = pl.col("event_time") < pl.col("_end")
+    if not keep_all:
+        return tagged.filter(inside).drop("_end")
+    return tagged.with_columns(pl.when(inside).then(pl.col(c)).alias(c) for c in ("period_start", "plan_id")).drop("_end")
+
+
 def reconciliation(cat: Catalog, all_events: pl.DataFrame, counting: pl.DataFrame, periods: Iterable,
                    usage: pl.DataFrame, line_items: pl.DataFrame) -> pl.DataFrame:
     """Per customer × period × plan item: events accepted/cancelled, usage, billed and adjusted quantity.
 
+    `events_accepted` counts the events that count (cancelled events and cancel records left
+    out), `events_cancelled` the cancel records, each matched to the item by meter and filter.
     `usage_quantity` is the period's quantity from the events as they are now; `billed_quantity`
     what the period's own invoice billed; `adjusted_quantity` what adjustment lines on later
     invoices billed for it. Balanced when usage = billed + adjusted.
+
+    Joins and group-bys only: no loop over customers, periods or events.
     """
     pf = periods_frame(periods)
-    rows = []
-    cancels = all_events.filter(pl.col("is_cancel"))
-    for p in pf.iter_rows(named=True):
-        plan = cat.plans[p["plan_id"]]
-        for item in plan.items:
-            pi = cat.product_items[item.product_item_id]
-            sel = ((pl.col("customer_id") == p["customer_id"]) & (pl.col("meter_api_name") == pi.meter_api_name)
-                   & (pl.col("event_time") >= p["start"]) & (pl.col("event_time") < p["end"]))
-            for k, vals in (pi.filter or {}).items():
-                sel = sel & pl.col("dimensions").map.get(k).is_in(vals)
-            rows.append({
-                "customer_id": p["customer_id"], "period_start": p["start"], "period_end": p["end"],
-                "product_item_id": item.product_item_id, "meter_api_name": pi.meter_api_name,
-                "events_accepted": counting.filter(sel).height,
-                "events_cancelled": cancels.filter(sel).height,
-            })
-    rec = pl.DataFrame(rows, schema={"customer_id": pl.String, "period_start": TS, "period_end": TS,
-                                     "product_item_id": pl.String, "meter_api_name": pl.String,
-                                     "events_accepted": pl.Int64, "events_cancelled": pl.Int64})
-    used = usage.group_by("customer_id", "period_start", "product_item_id").agg(
-        pl.col("quantity").sum().alias("usage_quantity"))
+    keys = ["customer_id", "period_start", "product_item_id"]
+    items = _plan_items(cat, pf["plan_id"].to_list())
+    rec = pf.join(items, on="plan_id", how="inner").select(
+        "customer_id", pl.col("start").alias("period_start"), pl.col("end").alias("period_end"),
+        "product_item_id", "meter_api_name")
+    has_filter = any(cat.product_items[pid].filter for pid in items["product_item_id"].to_list())
+    cols = ["customer_id", "meter_api_name", "event_time", *(["dimensions"] if has_filter else [])]
+    cancels = all_events.filter(cancel_flag(all_events.columns))
+    ev = pl.concat([counting.select(cols).with_columns(pl.lit(False).alias("_cancel")),
+                    cancels.select(cols).with_columns(pl.lit(True).alias("_cancel"))])
+    matched = (in_periods(ev, pf).join(items, on=["plan_id", "meter_api_name"], how="inner")
+               .filter(_item_filter(cat, items["product_item_id"].to_list())))
+    counts = matched.group_by(keys).agg(
+        (~pl.col("_cancel")).sum().cast(pl.Int64).alias("events_accepted"),
+        pl.col("_cancel").sum().cast(pl.Int64).alias("events_cancelled"))
+    used = usage.group_by(keys).agg(pl.col("quantity").sum().alias("usage_quantity"))
     billed = (line_items.filter(pl.col("kind") == "usage")
-              .group_by("customer_id", "period_start", "product_item_id")
+              .group_by(keys)
               .agg(pl.col("quantity").sum().alias("billed_quantity")))
     adjusted = (line_items.filter(pl.col("kind") == "adjustment")
                 .group_by("customer_id", pl.col("corrects_period").alias("period_start"), "product_item_id")
                 .agg(pl.col("quantity").sum().alias("adjusted_quantity")))
-    keys = ["customer_id", "period_start", "product_item_id"]
-    rec = (rec.join(used, on=keys, how="left").join(billed, on=keys, how="left").join(adjusted, on=keys, how="left")
-           .with_columns(pl.col("usage_quantity", "billed_quantity", "adjusted_quantity").fill_null(Decimal(0))))
+    rec = (rec.join(counts, on=keys, how="left").join(used, on=keys, how="left")
+           .join(billed, on=keys, how="left").join(adjusted, on=keys, how="left")
+           .with_columns(pl.col("events_accepted", "events_cancelled").fill_null(0),
+                         pl.col("usage_quantity", "billed_quantity", "adjusted_quantity").fill_null(Decimal(0))))
     return conform("reconciliation", rec).sort(keys)
