@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from catalog import Lake, load_catalog
+from catalog import Lake
 from flows import _ROOT
 from flows.common import parse_instant
 
@@ -16,7 +16,8 @@ SAMPLE_CATALOG = _ROOT / "data" / "catalog"
 
 
 def run_demo(lake: str | None, days: int, events_per_day: int, seed: int, as_of: str | None, out, progress) -> None:
-    from flows.cli import print_alerts, print_invoices
+    from flows.cli import _money, print_alerts, print_invoices
+    from flows.common import open_catalog
     from flows.generate import generate
     from flows.run import run_flow
 
@@ -24,7 +25,7 @@ def run_demo(lake: str | None, days: int, events_per_day: int, seed: int, as_of:
     if not lk.catalog_dir.is_dir() or not any(lk.catalog_dir.iterdir()):
         shutil.copytree(SAMPLE_CATALOG, lk.catalog_dir, dirs_exist_ok=True)
         out.print(f"sample catalogue written to {lk.catalog_dir}")
-    cat = load_catalog(lk.catalog_dir)
+    cat = open_catalog(lk)
     t = parse_instant(as_of)
     first = (t - dt.timedelta(days=days)).date()
     g = generate(cat, lk.raw_dir, first, days, events_per_day, seed, messy=True, progress=progress)
@@ -37,10 +38,10 @@ def run_demo(lake: str | None, days: int, events_per_day: int, seed: int, as_of:
               f"{files['duplicates'].sum()} duplicates, {files['quarantined'].sum()} quarantined")
     inv = lk.read("invoices")
     recent = inv.filter(pl.col("period_end") > t - dt.timedelta(days=45)).sort("customer_id", "period_start")
-    print_invoices(recent, title=f"Invoices of the last periods (as of {t:%Y-%m-%d %H:%M} UTC)")
+    print_invoices(recent, title=f"Invoices of the last periods (as of {t:%Y-%m-%d %H:%M} UTC)", cat=cat)
     totals = inv.group_by("status", "currency").agg(pl.len().alias("n"), pl.col("total_due").sum()).sort("status", "currency")
     for s, c, n, total in totals.iter_rows():
-        out.print(f"{n} {s} invoices in {c}: total due {total}")
+        out.print(f"{n} {s} invoices in {c}: total due {_money(total, c, cat)}")
     fired = lk.read("alerts_fired").sort("window_start", "alert_id", "customer_id")
     print_alerts(fired)
     out.print(f"lake: {lk.root}   explore: meterbill sql \"select * from invoices limit 5\"   "
