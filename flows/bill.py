@@ -16,18 +16,16 @@ from catalog import Catalog, Lake, load_catalog
 from flows.common import parse_instant
 from transforms import billing
 from transforms.metering import apply_cancellations
-from transforms.pricing import FrozenState, build_invoices, customer_periods
+from transforms.pricing import FrozenState, all_customer_periods, build_invoices
 
 BILL_TABLES = ("invoices", "line_items", "credit_ledger", "unbilled_usage", "reconciliation")
 
 
 def all_periods(cat: Catalog, counting: pl.DataFrame, until: dt.datetime) -> list:
-    """Every billing period that has started before `until`, for every customer."""
+    """Every billing period that has started before `until`, for every customer (the first event
+    time of each customer decides where a default plan starts, SPEC §5.2)."""
     first = dict(counting.group_by("customer_id").agg(pl.col("event_time").min()).iter_rows())
-    periods = []
-    for cid in sorted(cat.customers):
-        periods.extend(customer_periods(cat, cid, until, first_event_time=first.get(cid)))
-    return periods
+    return all_customer_periods(cat, until, first_event_times=first)
 
 
 def frozen_state(lk: Lake) -> FrozenState:
