@@ -212,11 +212,13 @@ def test_late_event_after_finalisation_is_an_adjustment_and_the_final_invoice_ne
     # 0.40 + 10.00 + 0.25 = 10.65
     assert amounts(fb) == dict(zip(amounts(fb), usd("0.40", "10.00", "0.25", "10.65", "0", "0", "10.65")))
 
-    # a later run changes nothing about January either
+    # a later run changes nothing about January, and bills the late events once, not twice
     step(cli, lake, "2026-02-05T00:00:00Z")
     for c in ("a", "b"):
         inv, li = snapshot(lake, c, JAN)
         assert inv.equals(before[c][0]) and li.equals(before[c][1]), c
+    assert [r["amount"] for r in Lake(lake).read("line_items").filter(pl.col("kind") == "adjustment")
+            .sort("customer_id").iter_rows(named=True)] == [Decimal("-3.50"), Decimal("0.25")]
 
 
 def test_cancellation_after_finalisation_is_a_negative_adjustment(tmp_path, cli):
@@ -245,6 +247,39 @@ def test_cancellation_after_finalisation_is_a_negative_adjustment(tmp_path, cli)
     assert files.select("rows_read", "accepted", "duplicates", "quarantined").row(0) == (1, 1, 0, 0)
     # a is untouched: no adjustment
     assert lines(lake, invoice(lake, "a", FEB)["invoice_id"], "adjustment").height == 0
+
+
+def test_a_credit_larger_than_the_next_invoice_never_makes_a_negative_total(tmp_path, cli):
+    big = ev("b", "big", "2026-01-07T00:00:00", 2000)
+    lake = write_lake(tmp_path / "lake", FIRST_BATCH + [big], CATALOG)
+    step(cli, lake, "2026-02-03T00:00:00Z")
+    # b's January, final: 350 + 2000 = 2350 calls × 0.01 = 23.50 + 10.00 = 33.50
+    assert invoice(lake, "b", JAN)["total_due"] == Decimal("33.50")
+    drop(lake, "cancel-big", [cancel(big)])
+    step(cli, lake, "2026-02-04T00:00:00Z")
+    # January re-priced: 350 × 0.01 = 3.50 − 23.50 billed = −20.00 for −2000 calls. February's
+    # subtotal before it is 0.40 + 10.00 = 10.40, so it takes −10.40 (total due 0, never negative)
+    # and the other −9.60 waits for the next invoice, reported as adjustment_pending meanwhile
+    fb = invoice(lake, "b", FEB)
+    assert amounts(fb) == dict(zip(amounts(fb), usd("0.40", "10.00", "-10.40", "0", "0", "0", "0")))
+    pending = Lake(lake).read("unbilled_usage").filter(pl.col("reason") == "adjustment_pending")
+    assert pending.select("customer_id", "period_start", "quantity").rows() == [("b", JAN, Decimal(-2000))]
+    # ... and the reconciliation says so: January is not balanced yet (2350 billed, 350 used)
+    rec = Lake(lake).read("reconciliation").filter((pl.col("customer_id") == "b") & (pl.col("period_start") == JAN))
+    assert rec.select("usage_quantity", "billed_quantity", "adjusted_quantity").row(0) == (
+        Decimal(350), Decimal(2350), Decimal(0))
+
+    step(cli, lake, "2026-03-04T00:00:00Z")   # February final; March open
+    # March: base fee 10.00 − the remaining 9.60 = 0.40; the quantity (−2000 calls) is recorded
+    # on this last part, so January balances: 2350 billed − 2000 adjusted = 350 used
+    mb = invoice(lake, "b", MAR)
+    assert amounts(mb) == dict(zip(amounts(mb), usd("0", "10.00", "-9.60", "0.40", "0", "0", "0.40")))
+    adj = Lake(lake).read("line_items").filter((pl.col("customer_id") == "b") & (pl.col("kind") == "adjustment"))
+    assert sorted(adj.select("period_start", "corrects_period", "quantity", "amount").rows()) == [
+        (FEB, JAN, Decimal(0), Decimal("-10.40")), (MAR, JAN, Decimal(-2000), Decimal("-9.60"))]
+    assert Lake(lake).read("unbilled_usage").height == 0
+    rec = Lake(lake).read("reconciliation")
+    assert rec.filter(pl.col("usage_quantity") != pl.col("billed_quantity") + pl.col("adjusted_quantity")).height == 0
 
 
 def test_reconcile_balances_after_late_events_cancellations_and_cliffs(tmp_path, cli, monkeypatch):
