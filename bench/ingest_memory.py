@@ -1,10 +1,12 @@
 """Ingest a landing zone several times larger than DuckDB's memory limit; report peak memory.
 
-    .venv/bin/python bench/ingest_memory.py [--gb 3] [--memory-limit 1GB] [--dir bench/out/ingest-memory] [--keep]
+    .venv/bin/python bench/ingest_memory.py [--gb 3] [--memory-limit 1GB] [--dir bench/out/ingest-memory]
+                                            [--keep] [--reuse]
 
 1. generates (in a child process) uncompressed CSV / NDJSON / JSON Lines / JSON-array files of
-   fat records (a 120-character dimension) until raw/ holds `--gb` gigabytes, with known numbers
-   of defects, duplicates and cancellations (tests/ingest/messy_zone.py);
+   fat records (two 200-character dimensions, ~600 bytes a record) until raw/ holds `--gb`
+   gigabytes, with known numbers of defects, duplicates and cancellations
+   (tests/ingest/messy_zone.py); `--reuse` ingests a zone kept by `--keep` again;
 2. runs `run_ingest` in a fresh child process with DuckDB's `memory_limit` set, and reports
    its wall time, rows/s and peak resident memory (ru_maxrss of that process: DuckDB, Polars,
    Pandera and Python together);
@@ -24,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_VARIANTS = [0, 1, 3, 5, 11]  # csv, ndjson, json array, jsonl (camelCase, ISO time), csv (ISO time)
-ROWS_PER_ZONE = 1_000_000
+ROWS_PER_ZONE = 500_000
 
 
 def generate(lake: Path, gb: float) -> dict:
@@ -40,7 +42,7 @@ def generate(lake: Path, gb: float) -> dict:
     k = 0
     while _size(raw) < target:
         k += 1
-        z = make_zone(raw, ROWS_PER_ZONE, prefix=f"z{k:03d}", seed=k, pad=120, variants=TEXT_VARIANTS,
+        z = make_zone(raw, ROWS_PER_ZONE, prefix=f"z{k:03d}", seed=k, pad=200, variants=TEXT_VARIANTS,
                       unreadable=(k == 1))
         totals["rows"] += z.rows
         totals["accepted"] += z.total("accepted")
@@ -50,6 +52,7 @@ def generate(lake: Path, gb: float) -> dict:
         totals["files"] += len(z.files)
         print(f"  generated zone {k}: {totals['rows']:,} rows, {_size(raw) / (1 << 30):.2f} GB", flush=True)
     totals["bytes"] = _size(raw)
+    (lake / "expected.json").write_text(json.dumps(totals))
     return totals
 
 
@@ -86,12 +89,16 @@ def ingest(lake: Path, memory_limit: str) -> dict:
 
 
 def _child(step: str, lake: Path, arg: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--_step", step, "--dir", str(lake), "--_arg", arg],
-                         check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    lines = out.stdout.splitlines()
-    for line in lines[:-1]:
-        print(line)
-    return json.loads(lines[-1])
+    proc = subprocess.Popen([sys.executable, __file__, "--_step", step, "--dir", str(lake), "--_arg", arg],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    last = ""
+    for line in proc.stdout:  # progress as it comes; the last line is the result
+        if last:
+            print(last, end="", flush=True)
+        last = line
+    if proc.wait() != 0:
+        raise SystemExit(f"{step} failed")
+    return json.loads(last)
 
 
 def main() -> None:
@@ -100,6 +107,7 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit for the ingest")
     ap.add_argument("--dir", default=str(ROOT / "bench" / "out" / "ingest-memory"), help="the lake to create")
     ap.add_argument("--keep", action="store_true", help="keep the lake afterwards")
+    ap.add_argument("--reuse", action="store_true", help="ingest the zone a --keep run left (a fresh warehouse)")
     ap.add_argument("--_step", help=argparse.SUPPRESS)
     ap.add_argument("--_arg", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -111,13 +119,17 @@ def main() -> None:
         print(json.dumps(ingest(lake, a._arg)))
         return
 
-    if lake.exists():
-        shutil.rmtree(lake)
-    print(f"generating a {a.gb:g} GB landing zone in {lake} ...", flush=True)
-    t = time.monotonic()
-    gen = _child("generate", lake, str(a.gb))
-    print(f"  {gen['rows']:,} rows in {gen['files']} files, {gen['bytes'] / (1 << 30):.2f} GB "
-          f"({time.monotonic() - t:.0f} s)")
+    if a.reuse and (lake / "expected.json").exists():
+        shutil.rmtree(lake / "warehouse", ignore_errors=True)
+        gen = json.loads((lake / "expected.json").read_text())
+    else:
+        if lake.exists():
+            shutil.rmtree(lake)
+        print(f"generating a {a.gb:g} GB landing zone in {lake} ...", flush=True)
+        t = time.monotonic()
+        gen = _child("generate", lake, str(a.gb))
+        print(f"  {gen['rows']:,} rows in {gen['files']} files, {gen['bytes'] / (1 << 30):.2f} GB "
+              f"({time.monotonic() - t:.0f} s)")
     print(f"ingesting with DuckDB memory_limit={a.memory_limit} on {os.cpu_count()} cores ...", flush=True)
     res = _child("ingest", lake, a.memory_limit)
     ok = (res["rows"], res["accepted"], res["duplicates"], res["quarantined"], res["unreadable"]) == (

@@ -218,18 +218,19 @@ class Lake:
         """Every regular file under raw/ (any depth) as (path relative to raw/ in POSIX form, path),
         sorted by the relative path.
 
-        Hidden files and folders (name starting with '.') are left out; a symbolic link is
-        followed only if it resolves inside raw/.
+        Hidden files and folders (name starting with '.' or '_', as in Hadoop and Spark:
+        `_SUCCESS`, `_temporary/`) are left out; a symbolic link is followed only if it resolves
+        inside raw/.
         """
         root = self.raw_dir
         if not root.is_dir():
             return []
         out: list[tuple[str, Path]] = []
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
             for fn in filenames:
                 p = Path(dirpath) / fn
-                if fn.startswith(".") or (p.is_symlink() and not _inside(p.resolve(), root.resolve())):
+                if fn.startswith((".", "_")) or (p.is_symlink() and not _inside(p.resolve(), root.resolve())):
                     continue
                 if p.is_file():
                     out.append((p.relative_to(root).as_posix(), p))

@@ -242,11 +242,9 @@ class IngestRun:
     def _json_reader(self) -> duckdb.DuckDBPyConnection:
         """A separate DuckDB for reading .json documents in order (an open reader locks its connection)."""
         if self._json_con is None:
-            con = duckdb.connect()
-            con.execute("SET enable_progress_bar = false")
-            con.execute("SET preserve_insertion_order = true")
-            con.execute(f"SET memory_limit = {sql_str(self.memory_limit or '1GB')}")
-            tmp = self.stage / "json-tmp"
+            con = duck(self.lk, self.memory_limit)
+            con.execute("SET preserve_insertion_order = true")  # records in file order
+            tmp = self.stage / "json-tmp"  # its own spill folder: a second DuckDB in this process
             tmp.mkdir(exist_ok=True)
             con.execute(f"SET temp_directory = {sql_str(tmp)}")
             self._json_con = con

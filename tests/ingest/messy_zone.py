@@ -117,7 +117,8 @@ def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_00
               defect_rate: float = 0.002, dup_rate: float = 0.01, cancel_rate: float = 0.001,
               as_of: dt.datetime = AS_OF, unreadable: bool = True, compresslevel: int = 1,
               pad: int = 0, prefix: str = "", variants: list[int] | None = None) -> Zone:
-    """`pad` adds a `session` dimension of that many characters (fatter rows); `prefix` names the
+    """`pad` adds `session` and `trace` dimensions of that many characters each (fatter rows,
+    at most 200); `prefix` names the
     sub-folder and the unique ids, so several zones can share one raw/ without touching each
     other; `variants` picks the file variants to cycle through (indices into VARIANTS)."""
     rng = np.random.default_rng(seed)
@@ -150,6 +151,7 @@ def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_00
                              (pl.col("value_milli") % 1000).cast(pl.String).str.zfill(3))),
         uid=pl.when(pl.col("has_uid")).then(pl.format(f"u{prefix}-{{}}", pl.col("slot"))),
         session=(pl.format(f"{prefix}s{{}}-", pl.col("slot")).str.pad_end(pad, "x") if pad else pl.lit(None, pl.String)),
+        trace=(pl.format(f"{prefix}t{{}}-", pl.col("slot")).str.pad_end(pad, "y") if pad else pl.lit(None, pl.String)),
         cancel=pl.lit(None, pl.String),
         bad_dim=pl.lit(None, pl.String),
     ).drop("value_milli", "has_uid")
@@ -176,14 +178,14 @@ def make_zone(raw_dir: Path, n_rows: int = 1_000_000, rows_per_file: int = 50_00
     cancel_slots, csrc = cancel_slots[keep], csrc[keep]
 
     cols = {c: s[c].to_numpy().copy() for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region",
-                                                 "tier", "session", "cancel", "bad_dim")}
+                                                 "tier", "session", "trace", "cancel", "bad_dim")}
     # duplicates: copy the source; half of those with a unique_id get another value (still a duplicate)
-    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier", "session"):
+    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier", "session", "trace"):
         cols[c][dup_slots] = cols[c][dup_src]
     other_value = (rng.random(len(dup_slots)) < 0.5) & np.array([u is not None for u in cols["uid"][dup_slots]])
     cols["value"][dup_slots[other_value]] = "999.999"
     # cancellations: same customer, meter, unique_id and time as the source, plus the flag
-    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier", "session"):
+    for c in ("customer_id", "meter_api_name", "value", "ms", "uid", "region", "tier", "session", "trace"):
         cols[c][cancel_slots] = cols[c][csrc]
     cols["cancel"][cancel_slots] = "true"
     # defects
@@ -276,7 +278,7 @@ def _render(part: pl.DataFrame, kind: str, camel: bool, iso: bool, str_values: b
                 pl.col("value").alias(n["meter_value"]), _time(part, iso).alias(time_name),
                 pl.col("uid").alias(n["unique_id"]), "region", "tier", pl.col("cancel").alias("meterbill_cancel")]
         if part["session"].is_not_null().any():
-            cols.append("session")
+            cols += ["session", "trace"]
         if part["bad_dim"].is_not_null().any():
             cols.append(pl.col("bad_dim").alias("bad key!"))
         return part.select(cols).write_csv().encode()
@@ -289,6 +291,7 @@ def _render(part: pl.DataFrame, kind: str, camel: bool, iso: bool, str_values: b
             time = pl.when(pl.col("kind") == "bad_timestamp").then(
                 pl.lit(dt.datetime(1960, 1, 1, tzinfo=dt.timezone.utc))).otherwise(time).alias("event_time")
         entries = {"region": pl.col("region"), "tier": pl.col("tier"), "session": pl.col("session"),
+                   "trace": pl.col("trace"),
                    "meterbill_cancel": pl.col("cancel"), "bad key!": pl.col("bad_dim")}
         if dims_as == "map":
             dims = (pl.concat_list([pl.struct(key=pl.lit(k), value=v) for k, v in entries.items()])
@@ -314,7 +317,7 @@ def _render(part: pl.DataFrame, kind: str, camel: bool, iso: bool, str_values: b
     if not value_quoted:  # numbers, except the word that is the defect
         value = pl.when(pl.col("value") == "abc").then(pl.lit(f',"{n["meter_value"]}":"abc"')).otherwise(value)
     time = kv(time_name, _time(part, iso), quote=iso)
-    dims_items = [kv("region", pl.col("region")), kv("tier", pl.col("tier")), kv("session", pl.col("session")),
+    dims_items = [kv("region", pl.col("region")), kv("tier", pl.col("tier")), kv("session", pl.col("session")), kv("trace", pl.col("trace")),
                   kv("meterbill_cancel", pl.col("cancel")), kv("bad key!", pl.col("bad_dim"))]
     dims = pl.concat_str([pl.lit('{"_":"_"'), *dims_items, pl.lit("}")]).str.replace('{"_":"_",', "{", literal=True)
     dims = pl.when(dims == '{"_":"_"}').then(pl.lit("{}")).otherwise(dims)

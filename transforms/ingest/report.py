@@ -98,13 +98,13 @@ class IngestReport:
         return {"customers": dict(self.undefined_customers), "meters": dict(self.undefined_meters)}
 
     def to_dict(self) -> dict:
-        """JSON-ready: instants as ISO-8601 strings."""
+        """JSON-ready (instants as ISO-8601 strings); the totals are top-level keys."""
         return {
             "run_id": self.run_id,
             "as_of": self.as_of.isoformat(),
             "ingested_at": self.ingested_at.isoformat(),
             "max_event_age_days": self.max_event_age_days,
-            "totals": self.totals,
+            **self.totals,
             "quarantine_by_reason": dict(self.quarantine_by_reason),
             "undefined": self.undefined,
             "event_dates": [d.isoformat() for d in self.event_dates],
