@@ -407,7 +407,10 @@ class LakeLock:
 def duck(lake: Lake | None = None, memory_limit: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection set up for bounded memory: limit, spill folder, no progress bar."""
     con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException:  # inside Jupyter without ipywidgets DuckDB refuses the setting;
+        pass  # the progress bar is off there anyway
     con.execute("SET preserve_insertion_order = false")
     limit = memory_limit or os.environ.get("METERBILL_MEMORY_LIMIT")
     if limit:
