@@ -1,53 +1,233 @@
-"""Prefect artifacts a person would open: a markdown run report and a table of invoices."""
+"""Prefect artifacts a person would open: a markdown run report and a table of invoices.
+
+- `run-report` (markdown, by `meterbill run`; `backfill-report` by `meterbill backfill`): the
+  files of this run with rows read / accepted / duplicated / quarantined, quarantine reasons,
+  usage dates rebuilt, invoices by status and currency with their totals, the alerts fired.
+- `invoices` (table, by every bill step): the latest invoices, newest period first.
+
+The text is built by plain functions (`run_report_markdown`, `invoice_rows`) so the command line
+and tests can use it without a Prefect run.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 import polars as pl
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from catalog import Lake
+
+MAX_ROWS = 50  # rows of a markdown table before "… N more"
 
 
 def _s(v) -> str:
     return "" if v is None else str(v)
 
 
-def invoices_artifact(lk: Lake, limit: int = 500) -> None:
-    inv = lk.read("invoices").sort("period_start", "customer_id", descending=[True, False]).head(limit)
-    rows = [
-        {"customer": r["customer_id"], "plan": r["plan_id"], "period": f"{r['period_start']:%Y-%m-%d}",
-         "status": r["status"], "subtotal": _s(r["subtotal"]), "discount": _s(r["discount"]),
-         "credits": _s(r["credits_applied"]), "total_due": _s(r["total_due"]), "currency": r["currency"]}
-        for r in inv.iter_rows(named=True)
-    ]
-    create_table_artifact(key="invoices", table=rows or [{"customer": "(none)"}],
-                          description=f"Latest {len(rows)} invoices")
+def _md(v) -> str:
+    return _s(v).replace("|", "\\|").replace("\n", " ")
 
 
-def run_report_artifact(lk: Lake, as_of: str, ingest: dict | None, bill: dict | None, alerts: dict | None) -> str:
-    md = [f"# meterbill run at {as_of}", ""]
-    files = lk.read("ingest_files")
-    md += ["## Ingestion", "", "| files | rows read | accepted | duplicates | quarantined |", "|---|---|---|---|---|",
-           f"| {files.height} | {files['rows_read'].sum()} | {files['accepted'].sum()} | "
-           f"{files['duplicates'].sum()} | {files['quarantined'].sum()} |", ""]
-    q = lk.read("quarantine")
-    if q.height:
-        md += ["Quarantine by reason:", ""] + [f"- `{r}`: {n}" for r, n in
-                                               q.group_by("reason").len().sort("reason").iter_rows()] + [""]
-    if ingest and ingest.get("undefined"):
-        md += ["Undefined (accepted, not billed until the catalogue defines them):", ""]
-        md += [f"- {k}: {v}" for k, v in ingest["undefined"].items()] + [""]
+def _n(v) -> str:
+    return f"{int(v):,}" if v is not None else "0"
+
+
+def money(v, minor: int | None) -> str:
+    """An exact amount shown with its currency's minor units (amounts are rounded to them already;
+    anything finer is shown in full, never rounded away)."""
+    if v is None:
+        return ""
+    if not isinstance(v, Decimal) or minor is None:
+        return str(v)
+    q = v.quantize(Decimal(1).scaleb(-minor)) if minor > 0 else v.quantize(Decimal(1))
+    return f"{q:f}" if q == v else f"{v.normalize():f}"
+
+
+def _minor_units(lk: Lake):
+    """currency code -> minor units, from the catalogue (ISO 4217 or custom); None if unknown."""
+    try:
+        from catalog import load_catalog
+
+        cat = load_catalog(lk.catalog_dir)
+    except Exception:  # noqa: BLE001  (a report never fails on formatting)
+        return lambda code: None
+
+    def minor(code: str):
+        try:
+            return cat.minor_units(code)
+        except Exception:  # noqa: BLE001
+            return None
+
+    return minor
+
+
+def invoice_totals(lk: Lake) -> list[dict]:
+    """Invoices by status and currency: count, and sums of subtotal, discount, credits and total due
+    as exact strings in the currency's minor units."""
     inv = lk.read("invoices")
-    if inv.height:
-        agg = inv.group_by("status", "currency").agg(pl.len().alias("n"), pl.col("total_due").sum().alias("total"))
-        md += ["## Invoices", "", "| status | currency | invoices | total due |", "|---|---|---|---|"]
-        md += [f"| {s} | {c} | {n} | {t} |" for s, c, n, t in agg.sort("status", "currency").iter_rows()] + [""]
+    if inv.height == 0:
+        return []
+    minor = _minor_units(lk)
+    agg = (inv.group_by("status", "currency")
+           .agg(pl.len().alias("invoices"), pl.col("subtotal").sum(), pl.col("discount").sum(),
+                pl.col("credits_applied").sum(), pl.col("total_due").sum())
+           .sort("status", "currency"))
+    rows = agg.to_dicts()
+    for r in rows:
+        m = minor(r["currency"])
+        for k in ("subtotal", "discount", "credits_applied", "total_due"):
+            r[k] = money(r[k], m)
+    return rows
+
+
+def invoice_rows(lk: Lake, limit: int = 500) -> list[dict]:
+    """The rows of the `invoices` table artifact: newest periods first, then by customer."""
+    inv = lk.read("invoices").sort(["period_start", "customer_id", "plan_id"], descending=[True, False, False]).head(limit)
+    minor = _minor_units(lk)
+    return [
+        {"invoice_id": r["invoice_id"], "customer": r["customer_id"], "plan": r["plan_id"],
+         "period_start": f"{r['period_start']:%Y-%m-%d %H:%M}", "period_end": f"{r['period_end']:%Y-%m-%d %H:%M}",
+         "status": r["status"], "subtotal": money(r["subtotal"], m), "discount": money(r["discount"], m),
+         "credits": money(r["credits_applied"], m), "total_due": money(r["total_due"], m), "currency": r["currency"]}
+        for r in inv.iter_rows(named=True) for m in [minor(r["currency"])]
+    ]
+
+
+def invoices_artifact(lk: Lake, limit: int = 500) -> None:
+    """Publish the `invoices` table artifact (in a flow or task run)."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = invoice_rows(lk, limit)
+    total = lk.read("invoices").height
+    create_table_artifact(key="invoices", table=rows or [{"invoice_id": "(no invoices yet)"}],
+                          description=f"The latest {len(rows)} of {total} invoices, newest period first")
+
+
+def _ingest_section(lk: Lake, ingest: dict | None) -> list[str]:
+    md = ["## Ingestion", ""]
+    files = [f for f in (ingest or {}).get("files", []) if f.get("status") != "skipped"]
+    skipped = sum(1 for f in (ingest or {}).get("files", []) if f.get("status") == "skipped")
+    if ingest is not None:
+        md += [f"{len(files)} new file(s) in this run" + (f", {skipped} already ingested (skipped)" if skipped else "")
+               + ".", ""]
+    if files:
+        md += ["| file | status | rows read | accepted | duplicates | quarantined |", "|---|---|---:|---:|---:|---:|"]
+        for f in files[:MAX_ROWS]:
+            status = f["status"] + (f": {_md(f.get('error'))}" if f.get("error") else "")
+            md.append(f"| {_md(f['source_file'])} | {status} | {_n(f['rows_read'])} | {_n(f['accepted'])} | "
+                      f"{_n(f['duplicates'])} | {_n(f['quarantined'])} |")
+        if len(files) > MAX_ROWS:
+            md.append(f"| … {len(files) - MAX_ROWS} more files | | | | | |")
+        md.append(f"| **this run** | | **{_n(ingest.get('rows_read'))}** | **{_n(ingest.get('accepted'))}** | "
+                  f"**{_n(ingest.get('duplicates'))}** | **{_n(ingest.get('quarantined'))}** |")
+        md.append("")
+        reasons = ingest.get("quarantine_by_reason") or {}
+        if reasons:
+            md += ["Quarantined in this run, by reason: " + ", ".join(f"`{r}` {n}" for r, n in sorted(reasons.items())), ""]
+        und = ingest.get("undefined") or {}
+        for what in ("customers", "meters"):
+            if und.get(what):
+                md += [f"Accepted events of undefined {what} (not billed until the catalogue defines them): "
+                       + ", ".join(f"`{_md(k)}` {v}" for k, v in sorted(und[what].items())[:MAX_ROWS]), ""]
+    all_files = lk.read("ingest_files")
+    md += [f"In the lake: {all_files.height} file(s), {_n(all_files['rows_read'].sum())} rows read, "
+           f"{_n(all_files['accepted'].sum())} accepted, {_n(all_files['duplicates'].sum())} duplicates, "
+           f"{_n(all_files['quarantined'].sum())} quarantined.", ""]
+    return md
+
+
+def _invoice_section(lk: Lake, bill: dict | None) -> list[str]:
+    md = ["## Invoices", ""]
+    totals = invoice_totals(lk)
+    if not totals:
+        return md + ["No invoices yet.", ""]
+    if bill:
+        md += [f"This run priced {bill.get('invoices', 0)} invoice(s) with {bill.get('line_items', 0)} line items"
+               + (f"; {bill['unbilled_rows']} row(s) of unbilled usage" if bill.get("unbilled_rows") else "") + ".", ""]
+    md += ["| status | currency | invoices | subtotal | discount | credits | total due |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    md += [f"| {r['status']} | {r['currency']} | {r['invoices']} | {r['subtotal']} | {r['discount']} | "
+           f"{r['credits_applied']} | {r['total_due']} |" for r in totals]
+    md.append("")
+    return md
+
+
+def _alerts_section(lk: Lake, alerts: dict | None, fired_from: dt.datetime, fired_to: dt.datetime) -> list[str]:
     fired = lk.read("alerts_fired")
-    md += ["## Alerts", "", f"{fired.height} firings in all"
-           + (f", {alerts.get('fired', 0)} new in this run" if alerts else ""), ""]
+    recent = fired.filter((pl.col("fired_at") >= fired_from) & (pl.col("fired_at") <= fired_to)).sort(
+        "fired_at", "alert_id", "customer_id", "window_start")
+    new = (alerts or {}).get("fired")
+    md = ["## Alerts", "",
+          (f"{new} new firing(s) in this run; " if new is not None else "")
+          + f"{recent.height} firing(s) as of this run's instants, {fired.height} in all.", ""]
+    if (alerts or {}).get("delivered") or (alerts or {}).get("failed"):
+        md += [f"Deliveries: {alerts.get('delivered', 0)} delivered, {alerts.get('failed', 0)} failed.", ""]
+    if recent.height:
+        md += ["| alert | customer | window start | value | threshold | message |", "|---|---|---|---:|---:|---|"]
+        for r in recent.head(MAX_ROWS).iter_rows(named=True):
+            md.append(f"| {_md(r['alert_id'])} | {_md(r['customer_id'])} | {r['window_start']:%Y-%m-%d %H:%M} | "
+                      f"{_dec(r['current_value'])} | {_dec(r['threshold'])} | {_md(r['message'])} |")
+        if recent.height > MAX_ROWS:
+            md.append(f"| … {recent.height - MAX_ROWS} more | | | | | |")
+        md.append("")
+    return md
+
+
+def _dec(v) -> str:
+    if isinstance(v, Decimal):
+        v = v.normalize()
+        return f"{v:f}"
+    return _s(v)
+
+
+def run_report_markdown(lk: Lake, as_of: str, ingest: dict | None = None, meter: dict | None = None,
+                        bill: dict | None = None, alerts: dict | None = None, *, title: str | None = None,
+                        fired_from: str | None = None, timings: dict | None = None) -> str:
+    """The run report: files and rows, usage, invoices by status and total, alerts fired.
+
+    `ingest`, `meter`, `bill`, `alerts` are the stage flows' summaries (None: the stage did not
+    run); firings listed are those with `fired_at` in [fired_from (default as_of), as_of].
+    """
+    t = dt.datetime.fromisoformat(as_of)
+    f0 = dt.datetime.fromisoformat(fired_from) if fired_from else t
+    md = [f"# {title or 'meterbill run'}", "", f"As of `{as_of}` · lake `{lk.root}`", ""]
+    if timings:
+        md += ["| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()] + [""]
+    md += _ingest_section(lk, ingest)
+    if meter is not None:
+        md += ["## Usage", "", f"usage_hourly: {meter.get('dates_rebuilt', 0)} date(s) rebuilt, "
+               f"{meter.get('rows', 0)} row(s) written" + (" (full rebuild)" if meter.get("full") else "") + ".", ""]
+    md += _invoice_section(lk, bill)
+    md += _alerts_section(lk, alerts, f0, t)
     reports = lk.reports_dir
     if reports.is_dir() and any(reports.glob("*.html")):
-        md += ["## Reports", ""] + [f"- [{p.name}]({p.resolve().as_uri()})" for p in sorted(reports.glob("*.html"))[:50]]
-    text = "\n".join(md)
-    create_markdown_artifact(key="run-report", markdown=text, description="meterbill run report")
+        pages = sorted(reports.glob("*.html"))
+        md += ["## Reports", ""] + [f"- [{p.name}]({p.resolve().as_uri()})" for p in pages[:MAX_ROWS]] + [""]
+    return "\n".join(md)
+
+
+def run_report_artifact(lk: Lake, as_of: str, ingest: dict | None = None, bill: dict | None = None,
+                        alerts: dict | None = None, *, meter: dict | None = None, key: str = "run-report",
+                        title: str | None = None, fired_from: str | None = None, timings: dict | None = None) -> str:
+    """Publish the run report as the markdown artifact `key`; returns its text."""
+    from prefect.artifacts import create_markdown_artifact
+
+    text = run_report_markdown(lk, as_of, ingest, meter, bill, alerts, title=title, fired_from=fired_from,
+                               timings=timings)
+    create_markdown_artifact(key=key, markdown=text, description=f"{title or 'meterbill run'} as of {as_of}")
     return text
+
+
+def failure_artifact(key: str, title: str, stage: str, error: BaseException) -> None:
+    """A short report of a failed run: which stage, what error (best effort: never raises)."""
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        msg = " ".join(str(error).split())[:500]
+        create_markdown_artifact(key=key, description=f"{title}: failed at {stage}", markdown="\n".join([
+            f"# {title}: failed", "", f"Stage **{stage}** raised `{type(error).__name__}`: {_md(msg)}", "",
+            "Stages after it did not run; what earlier stages wrote stays (every stage is idempotent, "
+            "re-run when the cause is fixed)."]))
+    except Exception:  # noqa: BLE001  (the run's own error is what matters)
+        pass

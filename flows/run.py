@@ -1,31 +1,78 @@
-"""`meterbill run`: ingest -> meter -> bill -> alerts, each a subflow, with a run report artifact."""
+"""`meterbill run`: ingest -> meter -> bill -> alerts, each a subflow, then the run report artifacts.
+
+A stage that raises fails the run: nothing after it runs, a short `run-report` artifact names
+the stage and the error, and the exception reaches the caller (the CLI prints one line, exit 1).
+Every stage is idempotent, so re-running after a fix picks up where it failed.
+"""
 
 from __future__ import annotations
 
-from prefect import flow
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from catalog import Lake
 from flows.common import parse_instant
+
+STAGES = ("ingest", "meter", "bill", "alerts")
+
+
+@task(name="publish-run-report", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=1), retry_jitter_factor=0.5)
+def publish_report_task(lake: str, as_of: str, ingest: dict | None, meter: dict | None, bill: dict | None,
+                        alerts: dict | None, timings: dict) -> str:
+    """Read the lake's tables (I/O, retried with backoff) and publish the run report and invoices table."""
+    from flows.artifacts import invoices_artifact, run_report_artifact
+
+    lk = Lake(lake)
+    text = run_report_artifact(lk, as_of, ingest, bill, alerts, meter=meter, timings=timings)
+    invoices_artifact(lk)
+    return text
 
 
 @flow(name="run")
 def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = True,
              max_event_age_days: int | None = None, executor: str = "local", workers: int | None = None,
              dask_address: str | None = None) -> dict:
-    """The whole pipeline for one instant. A failing stage fails the run (nothing after it runs)."""
+    """The whole pipeline for one instant. A failing stage fails the run (nothing after it runs).
+
+    Returns {"lake", "as_of", "ingest", "meter", "bill", "alerts", "invoices", "timings"}: each
+    stage's summary, the invoices by status and currency, and seconds per stage.
+    """
     from flows.alerts import alerts_flow
-    from flows.artifacts import run_report_artifact
+    from flows.artifacts import failure_artifact, invoice_totals
     from flows.bill import bill_flow
     from flows.ingest import ingest_flow
     from flows.meter import meter_flow
 
+    log = get_run_logger()
     lk = Lake(lake)
+    root = str(lk.root)
     t = parse_instant(as_of).isoformat()
     ex = {"executor": executor, "workers": workers, "dask_address": dask_address}
-    ing = ingest_flow(lake=str(lk.root), as_of=t, max_event_age_days=max_event_age_days)
-    met = meter_flow(lake=str(lk.root), as_of=t, **ex)
-    bil = bill_flow(lake=str(lk.root), as_of=t, **ex)
-    ale = alerts_flow(lake=str(lk.root), as_of=t, deliver=deliver, **ex)
-    ing_d = ing if isinstance(ing, dict) else getattr(ing, "as_dict", lambda: {})()
-    run_report_artifact(lk, t, ing_d, bil, ale)
-    return {"ingest": ing_d, "meter": met, "bill": bil, "alerts": ale}
+    steps = {
+        "ingest": lambda: ingest_flow(lake=root, as_of=t, max_event_age_days=max_event_age_days),
+        "meter": lambda: meter_flow(lake=root, as_of=t, **ex),
+        "bill": lambda: bill_flow(lake=root, as_of=t, **ex),
+        "alerts": lambda: alerts_flow(lake=root, as_of=t, deliver=deliver, **ex),
+    }
+    out: dict = {"lake": root, "as_of": t}
+    timings: dict[str, float] = {}
+    for i, stage in enumerate(STAGES, 1):
+        log.info("[%d/%d] %s …", i, len(STAGES), stage)
+        started = time.monotonic()
+        try:
+            res = steps[stage]()
+        except BaseException as e:
+            log.error("%s failed: %s: %s", stage, type(e).__name__, " ".join(str(e).split())[:500])
+            failure_artifact("run-report", "meterbill run", stage, e)
+            raise
+        timings[stage] = round(time.monotonic() - started, 3)
+        out[stage] = res if isinstance(res, dict) else getattr(res, "to_dict", lambda: {})()
+    publish_report_task(root, t, out["ingest"], out["meter"], out["bill"], out["alerts"], timings)
+    out["invoices"] = invoice_totals(lk)
+    out["timings"] = timings
+    log.info("run as of %s done in %.1f s", t, sum(timings.values()))
+    return out
