@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +28,7 @@ try:  # typer ≥ 0.20 vendors its own click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from catalog import CatalogError
@@ -79,6 +82,132 @@ def print_alerts(fired) -> None:
         t.add_row(r["alert_id"], r["customer_id"], f"{r['window_start']:%Y-%m-%d %H:%M}",
                   str(r["current_value"].normalize()), str(r["threshold"].normalize()), r["message"])
     out.print(t)
+
+
+# ------------------------------------------------------------------ run logs and summaries
+
+class _RunLogLines(logging.Handler):
+    """meterbill's own run-log lines (INFO and up, not Prefect's engine chatter) as dim progress lines."""
+
+    def __init__(self) -> None:
+        import prefect
+
+        super().__init__(level=logging.INFO)
+        self.prefect_dir = str(Path(prefect.__file__).resolve().parent)
+        self.t0 = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.pathname.startswith(self.prefect_dir):
+            return
+        try:
+            msg = " ".join(record.getMessage().split())
+        except Exception:  # noqa: BLE001
+            return
+        secs = time.monotonic() - self.t0
+        style = "red" if record.levelno >= 40 else "yellow" if record.levelno >= 30 else "dim"
+        err.print(f"[{style}]{secs:6.1f}s  {escape(msg)}[/{style}]")
+
+
+class _run_logs:
+    """Show the flows' log lines on stderr while a run goes (Prefect's own console stays quiet).
+
+    Run loggers are set to INFO, so the same lines also reach the Prefect API (the run's logs).
+    """
+
+    NAMES = ("prefect.flow_runs", "prefect.task_runs")
+
+    def __enter__(self):
+        from prefect.settings import get_current_settings
+
+        if not get_current_settings().api.url:
+            err.print("[dim]starting a local Prefect API for this run (10-20 s; set PREFECT_API_URL to use a server)[/dim]")
+        self.handler = _RunLogLines()
+        self.saved = []
+        for name in self.NAMES:
+            lg = logging.getLogger(name)
+            self.saved.append((lg, lg.level))
+            lg.setLevel(logging.INFO)
+            lg.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lg, level in self.saved:
+            lg.removeHandler(self.handler)
+            lg.setLevel(level)
+
+
+def _when(iso: str) -> str:
+    t = dt.datetime.fromisoformat(iso)
+    return f"{t:%Y-%m-%d}" if (t.hour, t.minute, t.second) == (0, 0, 0) else f"{t:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def _ingest_text(ing: dict) -> str:
+    new = ing.get("files_ingested", 0) + ing.get("files_unreadable", 0)
+    text = (f"{_plural(new, 'new file')}"
+            + (f" ({ing['files_unreadable']} unreadable)" if ing.get("files_unreadable") else "")
+            + (f", {ing['files_skipped']} already ingested" if ing.get("files_skipped") else ""))
+    if new:
+        text += (f"; {_plural(ing.get('rows_read', 0), 'row')}: {ing.get('accepted', 0):,} accepted, "
+                 f"{_plural(ing.get('duplicates', 0), 'duplicate')}, {ing.get('quarantined', 0):,} quarantined")
+    und = ing.get("undefined") or {}
+    if und.get("customers") or und.get("meters"):
+        text += (f"; undefined: {len(und.get('customers') or {})} customer(s), "
+                 f"{len(und.get('meters') or {})} meter(s)")
+    return text
+
+
+def _invoices_text(totals: list[dict]) -> str:
+    if not totals:
+        return "no invoices"
+    from decimal import Decimal
+
+    by_status: dict[str, int] = {}
+    due: dict[str, Decimal] = {}
+    for r in totals:  # amounts are exact strings in the currency's minor units
+        by_status[r["status"]] = by_status.get(r["status"], 0) + r["invoices"]
+        due[r["currency"]] = due.get(r["currency"], Decimal(0)) + Decimal(r["total_due"])
+    n = sum(by_status.values())
+    parts = ", ".join(f"{v} {k}" for k, v in sorted(by_status.items(), key=lambda kv: kv[0] != "final"))
+    return f"{_plural(n, 'invoice')} ({parts}), total due " + ", ".join(f"{c} {v:,f}" for c, v in sorted(due.items()))
+
+
+def print_run_summary(title: str, rep: dict) -> None:
+    """A few readable lines (never wrapped): what each stage did, how long it took, where the report is."""
+    secs = rep.get("timings") or {}
+    rows: list[tuple[str, str, str]] = []
+
+    def took(stage: str) -> str:
+        return f"{secs[stage]:.1f}s" if stage in secs else ""
+
+    if rep.get("ingest") is not None:
+        rows.append(("ingest", _ingest_text(rep["ingest"]), took("ingest")))
+    met = rep.get("meter")
+    if met is not None:
+        rows.append(("meter", f"usage_hourly: {_plural(met.get('dates_rebuilt', 0), 'date')} rebuilt, "
+                     f"{_plural(met.get('rows', 0), 'row')}", took("meter")))
+    if "billing_steps" in rep:  # a backfill
+        rows.append(("replay", f"{_plural(rep['billing_steps'], 'billing step')}, "
+                     f"{_plural(rep['alert_steps'], 'alert step')}", took("replay")))
+    bil = rep.get("bill")
+    if bil:
+        extra = f"; {_plural(bil['unbilled_rows'], 'unbilled row')}" if bil.get("unbilled_rows") else ""
+        rows.append(("bill", _invoices_text(rep.get("invoices") or []) + extra, took("bill")))
+    ale = rep.get("alerts")
+    if ale is not None:
+        text = f"{_plural(ale.get('fired', 0), 'new firing')} ({ale.get('firings_total', 0)} in all)"
+        if ale.get("delivered") or ale.get("failed"):
+            text += f"; {ale.get('delivered', 0)} delivered, {ale.get('failed', 0)} failed"
+        rows.append(("alerts", text, took("alerts")))
+    out.print(f"[bold]{escape(title)}[/bold]  [dim]lake {escape(str(rep.get('lake', '')))} · "
+              f"{sum(secs.values()):.1f}s[/dim]", soft_wrap=True)
+    for stage, text, t in rows:
+        out.print(f"[bold]{stage:<7}[/bold] {escape(text)}" + (f"  [dim]{t}[/dim]" if t else ""), soft_wrap=True)
+    key = "backfill-report" if "billing_steps" in rep else "run-report"
+    out.print(f"[dim]report: the Prefect artifact {key!r} (`prefect artifact inspect {key}`)[/dim]", soft_wrap=True)
 
 
 # ------------------------------------------------------------------ verbs
@@ -198,16 +327,17 @@ def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
     lk = open_lake(lake)
     open_catalog(lk)
     parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    ex = _executor(executor, workers, dask_address)
     from flows.run import run_flow
-    rep = run_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver,
-                   **_executor(executor, workers, dask_address))
-    out.print(_summary_line("run", rep))
+    with _run_logs():
+        rep = run_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver, **ex)
+    print_run_summary(f"run as of {_when(rep['as_of'])}", rep)
 
 
 @app.command()
 def backfill(
-    from_: str = typer.Option(..., "--from", help="First day of the range."),
-    to: str = typer.Option(..., "--to", help="Last day of the range (exclusive)."),
+    from_: str = typer.Option(..., "--from", help="Start of the range: a date or an ISO-8601 instant."),
+    to: str = typer.Option(..., "--to", help="End of the range (exclusive): a date or an ISO-8601 instant, not after now."),
     lake: Optional[str] = LAKE,
     no_deliver: bool = typer.Option(True, "--no-deliver/--deliver", help="Backfills record alerts without sending."),
     executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS,
@@ -216,27 +346,29 @@ def backfill(
 
     lk = open_lake(lake)
     open_catalog(lk)
-    from flows.backfill import backfill_flow
     start, end = parse_instant(from_, "--from"), parse_instant(to, "--to")
     if end <= start:
         raise UsageError("--to: must be after --from")
+    if end > dt.datetime.now(dt.timezone.utc):
+        raise UsageError(f"--to: {to} is in the future; a backfill re-runs a past range (`meterbill run` runs as of now)")
+    ex = _executor(executor, workers, dask_address)
     import flows.backfill as bf
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as bar:
-        task = bar.add_task("backfill", total=None)
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bar, _run_logs():
+        task = bar.add_task("backfill: starting", total=None)
 
         def hook(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label)
+            bar.update(task, completed=done, total=total or None, description=label)
 
         bf.PROGRESS_HOOK = hook
         try:
-            rep = backfill_flow(lake=str(lk.root), start=start.isoformat(), end=end.isoformat(),
-                                deliver=not no_deliver, **_executor(executor, workers, dask_address))
+            rep = bf.backfill_flow(start=start.isoformat(), end=end.isoformat(), lake=str(lk.root),
+                                   deliver=not no_deliver, **ex)
         finally:
             bf.PROGRESS_HOOK = None
-    out.print(_summary_line("backfill", rep))
+    print_run_summary(f"backfill {_when(rep['start'])} → {_when(rep['end'])}", rep)
 
 
 @app.command()
@@ -331,13 +463,25 @@ def report(lake: Optional[str] = LAKE, invoice: Optional[str] = typer.Option(Non
 
 
 @app.command()
-def serve(lake: Optional[str] = LAKE):
-    """Serve the scheduled deployments (hourly ingest and metering, daily alerts, period close)."""
+def serve(lake: Optional[str] = LAKE,
+          no_schedules: bool = typer.Option(False, "--no-schedules", help="Register the deployments without their schedules (runs only on demand)."),
+          limit: int = typer.Option(1, "--limit", min=1, help="Flow runs at a time (they write the same lake).")):
+    """Serve the scheduled deployments (hourly ingest and metering, daily alerts, period close) on a Prefect server."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    from flows.deployments import serve_all
-    serve_all(str(lk.root))
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api.url
+    if not api:
+        raise UsageError("serve: no Prefect server to serve to; start one (`prefect server start`) and set "
+                         "PREFECT_API_URL (e.g. `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`)")
+    from flows.deployments import SCHEDULES, serve_all
+
+    root = lk.root.resolve()
+    out.print(f"meterbill: serving {len(SCHEDULES)} deployments for lake {root} on {api}"
+              f"{' (no schedules)' if no_schedules else ''}; Ctrl-C stops")
+    serve_all(str(root), schedules=not no_schedules, limit=limit, say=lambda m: err.print(f"[dim]{m}[/dim]"))
 
 
 @app.command()
