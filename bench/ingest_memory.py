@@ -76,9 +76,12 @@ def ingest(lake: Path, memory_limit: str) -> dict:
     import polars as pl
 
     files = lk.read("ingest_files")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": seconds,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "load_average": os.getloadavg()[0],
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
         "rows": rep.rows_read, "accepted": rep.accepted, "duplicates": rep.duplicates,
         "quarantined": rep.quarantined, "unreadable": rep.files_unreadable,
         "table_rows": int(files["rows_read"].sum()), "table_accepted": int(files["accepted"].sum()),
@@ -139,7 +142,10 @@ def main() -> None:
     print()
     print(f"landing zone     {gen['bytes'] / (1 << 30):.2f} GB, {gen['rows']:,} rows, {gen['files']} files")
     print(f"memory_limit     {a.memory_limit}")
-    print(f"ingest time      {res['seconds']:.0f} s ({res['rows'] / res['seconds']:,.0f} rows/s)")
+    print(f"ingest time      {res['seconds']:.0f} s ({res['rows'] / res['seconds']:,.0f} rows/s, "
+          f"{gen['bytes'] / res['seconds'] / (1 << 20):.1f} MB/s); CPU {res['cpu_seconds']:.0f} s "
+          f"({res['rows'] / res['cpu_seconds']:,.0f} rows per CPU-second); load average at the end "
+          f"{res['load_average']:.1f}")
     print(f"peak RSS         {res['peak_rss_bytes'] / (1 << 20):,.0f} MB")
     print(f"warehouse        {res['warehouse_bytes'] / (1 << 20):,.0f} MB")
     print(f"counts           {'match' if ok else 'MISMATCH'}: accepted {res['accepted']:,}, duplicates "
