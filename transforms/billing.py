@@ -3,6 +3,22 @@
 The glue between metering (`transforms.metering`) and pricing (`transforms.pricing`): which
 events are billed on which period and plan item, which usage no price covers (never dropped),
 and, after pricing, whether every event's usage was billed exactly once.
+
+Everything here is joins and group-bys over all customers at once (an as-of join puts each event
+in its customer's period; plan items are a small frame joined by plan and meter); the only Python
+loops are over catalogue entries (plans, items, meters), never over customers, periods or events.
+
+Decisions where SPEC is silent:
+
+* An item's `filter` matches an event only when the event has the key with one of the values; an
+  event without the key is not the item's, and if no other item of the plan takes it, it is
+  reported as `not_in_plan` (never dropped).
+* `reconciliation` has one row per customer × period × plan item. `events_accepted` counts the
+  events that count (cancelled events and cancel records left out), `events_cancelled` the cancel
+  records received for the item's events of the period. A row is balanced when
+  `usage_quantity = billed_quantity + adjusted_quantity`; it is not while part of a negative
+  adjustment waits for an invoice to absorb it (`adjustment_pending` in `unbilled_usage`), because
+  pricing records the quantity on the part that completes the amount.
 """
 
 from __future__ import annotations
