@@ -1,7 +1,8 @@
 """A messy landing zone of 1,000,000 records in mixed formats: every count is known in advance.
 
-Marked `slow` (deselect with `-m "not slow"`); it runs in the normal suite: about 40 s on two
-cores (generation ~6 s, first ingest ~25 s, second ingest ~2 s).
+Marked `slow` (deselect with `-m "not slow"`); it runs in the normal suite: measured 32 s on
+two cores shared with other work (load average ~3: generation ~6 s, first ingest 18 s, second
+ingest ~2 s) and 58 s at load average ~6.
 """
 
 from __future__ import annotations
