@@ -76,3 +76,18 @@ def test_a_transient_error_in_a_backfill_segment_is_retried(small_lake, cli, mon
     assert len(calls) == 1 + 8
     fired = Lake(small_lake).read("alerts_fired")
     assert fired.select("alert_id", "customer_id").rows() == [("big-day", "c1")]  # 300 calls on 2026-01-05
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--from", "2026-01-01", "--to", "2999-01-01"),
+     "meterbill backfill: error: --to: 2999-01-01 is in the future; a backfill re-runs a past range "
+     "(`meterbill run` runs as of now)"),
+    (("--from", "2026-02-01", "--to", "2026-01-01"), "meterbill backfill: error: --to: must be after --from"),
+    (("--from", "last week", "--to", "2026-01-01"),
+     "meterbill backfill: error: --from: 'last week' is not an ISO-8601 instant or date (e.g. 2026-02-10T00:00:00Z)"),
+])
+def test_backfill_refuses_a_bad_range_in_one_line(small_lake, cli, args, message):
+    code, out, err = cli("backfill", "--lake", small_lake, *args)
+    assert code == 2
+    assert [l for l in err.splitlines() if l.strip()] == [message]
+    assert not Lake(small_lake).exists("events")  # nothing ran
