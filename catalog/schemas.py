@@ -98,6 +98,8 @@ def empty(table: str) -> pl.DataFrame:
 def conform(table: str, df: pl.DataFrame) -> pl.DataFrame:
     """Columns of the table in declared order and type (extra columns are an error)."""
     schema = SCHEMAS[table]
+    if df.width == 0:  # no columns: literals would make one all-null row
+        return empty(table)
     extra = set(df.columns) - set(schema)
     if extra:
         raise ValueError(f"{table}: unexpected columns {sorted(extra)}")
