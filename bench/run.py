@@ -1,0 +1,429 @@
+"""The performance benchmark (issue 8): meterbill against the bare-engine limit and against pandas.
+
+    .venv/bin/python bench/run.py --events 1000000 10000000 [100000000] [--reuse]
+                                  [--memory-limit 2GB] [--dir bench/out/run] [--no-pandas]
+                                  [--pandas-max 20000000] [--incremental 30000] [--pricing 100000]
+                                  [--results bench/results.md]
+
+For each N, on the same generated files (bench/generate.py: N rows of Parquet, 1% re-sends,
+0.1% bad rows, one month), each system runs in its own child process; the parent reads the
+child's peak resident memory (ru_maxrss from wait4) and wall time:
+
+* meterbill: the real Prefect flows, ingest -> meter -> bill for one month, on a fresh
+  warehouse, with `METERBILL_MEMORY_LIMIT` (DuckDB's memory_limit). Prefect's first-flow start
+  (the ephemeral API server) is timed apart from the data work and reported on its own.
+* baseline: one hand-written DuckDB SQL script, the irreducible work: read the raw Parquet, drop
+  invalid rows, drop duplicates by key, aggregate per customer x meter x dimensions x hour, write
+  Parquet (same memory_limit).
+* pandas: what a data team would write first (read_parquet, boolean masks, drop_duplicates,
+  groupby, to_parquet); skipped above `--pandas-max` rows (it needs the whole month in memory).
+
+`--incremental D` builds a lake of 90 days x D events/day, runs meterbill on it (full), adds one
+more day and runs again: the incremental cost. `--pricing N` runs tests/pricing/timing.py
+(build_invoices for N customers x 5 items, issue 5). Results go to bench/results.md (a table per
+run, the machine, the load average, the command) and bench/out/run/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+START = dt.date(2026, 1, 1)
+DAYS = 31
+AS_OF = "2026-02-02T00:00:00Z"  # January is final (grace 24 h), February's first day a draft
+PY = sys.executable
+
+
+# ---------------------------------------------------------------- child processes
+
+
+def _run_child(args: list[str], env: dict | None = None, log: Path | None = None) -> dict:
+    """Run `python bench/run.py _worker ...` (or any argv); return its JSON, wall time and peak RSS."""
+    t0 = time.perf_counter()
+    out = open(log, "w") if log else subprocess.DEVNULL
+    p = subprocess.Popen([PY, *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                         stdout=subprocess.PIPE, stderr=out, text=True)
+    stdout = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if log:
+        out.close()
+    res: dict = {"stdout_lines": [x for x in stdout.strip().splitlines() if not x.startswith("{")]}
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            res.update(json.loads(line))
+            break
+    res.update(process_wall_s=round(wall, 2), peak_rss_mb=round(ru.ru_maxrss / 1024), exit=p.returncode,
+               cpu_s=round(ru.ru_utime + ru.ru_stime, 1))
+    if p.returncode != 0:
+        res["error"] = (log.read_text()[-2000:] if log else stdout[-2000:])
+    return res
+
+
+def worker_meterbill(lake: str, as_of: str, profile: str | None) -> dict:
+    t0 = time.perf_counter()
+    import flows  # noqa: F401  (Prefect settings)
+    from prefect import flow
+
+    from flows.bill import bill_flow
+    from flows.ingest import ingest_flow
+    from flows.meter import meter_flow
+
+    t_import = time.perf_counter() - t0
+
+    @flow(name="bench-warm-up")
+    def warm() -> int:
+        return 1
+
+    t = time.perf_counter()
+    warm()
+    t_prefect = time.perf_counter() - t
+    stages = {}
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    res = {}
+    for name, fn in (("ingest", ingest_flow), ("meter", meter_flow), ("bill", bill_flow)):
+        t = time.perf_counter()
+        res[name] = fn(lake=lake, as_of=as_of)
+        stages[name] = round(time.perf_counter() - t, 2)
+    if prof:
+        prof.disable()
+        prof.dump_stats(profile)
+    ing = res["ingest"]
+    return {"system": "meterbill", "import_s": round(t_import, 2), "prefect_start_s": round(t_prefect, 2),
+            "stages": stages, "wall_s": round(sum(stages.values()), 2),
+            "accepted": ing.get("accepted"), "duplicates": ing.get("duplicates"),
+            "quarantined": ing.get("quarantined"), "rows_read": ing.get("rows_read"),
+            "usage_rows": res["meter"].get("rows"), "invoices": res["bill"].get("invoices")}
+
+
+DIM_KEY_RE = "^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+
+def baseline_sql(raw_glob: str, out_dir: str) -> str:
+    """The bare-engine job in one statement (DuckDB)."""
+    return f"""
+COPY (
+  WITH valid AS (
+    SELECT customer_id, meter_api_name, unique_id, meter_value, meter_time_in_millis, dimensions
+    FROM read_parquet('{raw_glob}')
+    WHERE customer_id IS NOT NULL AND meter_api_name IS NOT NULL
+      AND meter_time_in_millis > 0 AND isfinite(meter_value)
+      AND len(list_filter(map_keys(dimensions), lambda k: NOT regexp_full_match(k, '{DIM_KEY_RE}'))) = 0
+  ), dedup AS (
+    SELECT customer_id, meter_api_name, unique_id,
+           any_value(meter_value) AS meter_value, any_value(meter_time_in_millis) AS ms,
+           any_value(dimensions) AS dimensions
+    FROM valid GROUP BY customer_id, meter_api_name, unique_id
+  )
+  SELECT customer_id, meter_api_name, dimensions,
+         time_bucket(INTERVAL 1 HOUR, make_timestamp(ms * 1000)) AS hour,
+         sum(CAST(meter_value AS DECIMAL(38, 9))) AS value_sum, count(*) AS event_count,
+         min(CAST(meter_value AS DECIMAL(38, 9))) AS value_min, max(CAST(meter_value AS DECIMAL(38, 9))) AS value_max,
+         CAST(make_timestamp(ms * 1000) AS DATE) AS hour_date
+  FROM dedup GROUP BY ALL
+) TO '{out_dir}' (FORMAT parquet, PARTITION_BY (hour_date), OVERWRITE_OR_IGNORE)
+"""
+
+
+def worker_baseline(lake: str, memory_limit: str) -> dict:
+    import duckdb
+
+    out = Path(lake) / "bench-baseline"
+    shutil.rmtree(out, ignore_errors=True)
+    tmp = Path(lake) / "bench-tmp"
+    tmp.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET temp_directory = '{tmp}'")
+    con.execute(baseline_sql(f"{lake}/raw/*.parquet", str(out)))
+    wall = time.perf_counter() - t
+    n = con.sql(f"SELECT sum(event_count), count(*) FROM read_parquet('{out}/**/*.parquet')").fetchall()[0]
+    return {"system": "baseline", "wall_s": round(wall, 2), "accepted": int(n[0]), "usage_rows": int(n[1])}
+
+
+def worker_pandas(lake: str) -> dict:
+    import re
+
+    import numpy as np
+    import pandas as pd
+
+    out = Path(lake) / "bench-pandas.parquet"
+    t = time.perf_counter()
+    files = sorted((Path(lake) / "raw").glob("*.parquet"))
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    key_re = re.compile(DIM_KEY_RE)
+    good_dims = df["dimensions"].map(lambda d: d is None or all(key_re.match(k) for k, _ in d))
+    df = df[df["customer_id"].notna() & df["meter_api_name"].notna() & (df["meter_time_in_millis"] > 0)
+            & np.isfinite(df["meter_value"]) & good_dims]
+    df = df.drop_duplicates(["customer_id", "meter_api_name", "unique_id"])
+    df["hour"] = pd.to_datetime(df["meter_time_in_millis"], unit="ms", utc=True).dt.floor("h")
+    df["dims_key"] = df["dimensions"].map(lambda d: "," .join(f"{k}={v}" for k, v in sorted(d)) if d is not None else "")
+    agg = (df.groupby(["customer_id", "meter_api_name", "dims_key", "hour"])["meter_value"]
+           .agg(value_sum="sum", event_count="count", value_min="min", value_max="max").reset_index())
+    agg.to_parquet(out)
+    wall = time.perf_counter() - t
+    return {"system": "pandas", "wall_s": round(wall, 2), "accepted": int(agg["event_count"].sum()),
+            "usage_rows": len(agg)}
+
+
+# ---------------------------------------------------------------- the parent
+
+
+def uptime() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> dict:
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    return {"cores": os.cpu_count(), "memory_gb": mem, "python": platform.python_version()}
+
+
+def _generate(lake: Path, n: int, start: dt.date, days: int, rows_per_file: int | None = None,
+              seed: int = 8, prefix: str = "events") -> None:
+    """Generate in a child process: the parent stays small, so the systems' children (whose
+    ru_maxrss starts from the parent's high-water mark at fork on Linux) measure only themselves."""
+    code = ("import sys, datetime as dt; sys.path.insert(0, '.'); from pathlib import Path; "
+            "from bench.generate import generate, ROWS_PER_FILE; "
+            f"generate(Path({str(lake)!r}), {n}, dt.date.fromisoformat({start.isoformat()!r}), {days}, seed={seed}, "
+            f"prefix={prefix!r}, rows_per_file={rows_per_file or 'ROWS_PER_FILE'}, progress=lambda s: print(s, flush=True))")
+    subprocess.run([PY, "-c", code], cwd=ROOT, check=True)
+
+
+def prepare(base: Path, n: int, reuse: bool) -> Path:
+    lake = base / f"n{n}"
+    if reuse and (lake / "expected.json").exists():
+        print(f"reusing {lake}", flush=True)
+    else:
+        shutil.rmtree(lake, ignore_errors=True)
+        t = time.perf_counter()
+        print(f"generating {n:,} events in {lake} …", flush=True)
+        _generate(lake, n, START, DAYS)
+        print(f"  generated in {time.perf_counter() - t:.0f} s", flush=True)
+    return lake
+
+
+def fresh_warehouse(lake: Path) -> None:
+    shutil.rmtree(lake / "warehouse", ignore_errors=True)
+    shutil.rmtree(lake / "reports", ignore_errors=True)
+
+
+def bench_one(base: Path, n: int, args) -> dict:
+    lake = prepare(base, n, args.reuse)
+    expected = json.loads((lake / "expected.json").read_text())
+    env = {"METERBILL_MEMORY_LIMIT": args.memory_limit}
+    row: dict = {"events": n, "rows": expected["rows"], "expected": expected}
+    systems = ["baseline", "meterbill"] + ([] if args.no_pandas else ["pandas"])
+    for system in systems:
+        if system == "pandas" and n > args.pandas_max:
+            row["pandas"] = {"skipped": f"above --pandas-max {args.pandas_max:,} rows: the straightforward pandas job "
+                                        f"holds the month in memory (≈ 1 GB per 1M rows measured at 10M)"}
+            continue
+        if system == "meterbill":
+            fresh_warehouse(lake)
+        load = uptime()
+        print(f"[{n:,}] {system} … (load {load})", flush=True)
+        wargs = ["bench/run.py", "_worker", system, str(lake)]
+        if system == "meterbill":
+            wargs += ["--as-of", AS_OF]
+            if args.profile:
+                wargs += ["--profile", str(base / f"profile-{n}.prof")]
+        if system == "baseline":
+            wargs += ["--memory-limit", args.memory_limit]
+        res = _run_child(wargs, env=env, log=base / f"{system}-{n}.log")
+        res.pop("stdout_lines", None)
+        res["load_before"] = load
+        res["load_after"] = uptime()
+        row[system] = res
+        print(f"  {json.dumps(res)[:600]}", flush=True)
+    return row
+
+
+def bench_incremental(base: Path, per_day: int, args) -> dict:
+    lake = base / f"inc{per_day}"
+    days = 90
+    start = dt.date(2026, 1, 1)
+    if not (args.reuse and (lake / "expected.json").exists()):
+        shutil.rmtree(lake, ignore_errors=True)
+        print(f"generating {days} days x {per_day:,} events in {lake} …", flush=True)
+        _generate(lake, days * per_day, start, days, rows_per_file=min(per_day * 10, 2_500_000))
+    for p in (lake / "raw").glob("newday-*.parquet"):
+        p.unlink()
+    fresh_warehouse(lake)
+    env = {"METERBILL_MEMORY_LIMIT": args.memory_limit}
+    as_of1 = (dt.datetime.combine(start + dt.timedelta(days=days), dt.time(), dt.timezone.utc)).isoformat()
+    as_of2 = (dt.datetime.combine(start + dt.timedelta(days=days + 1), dt.time(), dt.timezone.utc)).isoformat()
+    load = uptime()
+    print(f"[incremental] full run over {days} days (load {load}) …", flush=True)
+    full = _run_child(["bench/run.py", "_worker", "meterbill", str(lake), "--as-of", as_of1], env=env,
+                      log=base / "incremental-full.log")
+    full["load_before"] = load
+    _generate(lake, per_day, start + dt.timedelta(days=days), 1, seed=91, prefix="newday")
+    load = uptime()
+    print(f"[incremental] one more day (load {load}) …", flush=True)
+    inc = _run_child(["bench/run.py", "_worker", "meterbill", str(lake), "--as-of", as_of2], env=env,
+                     log=base / "incremental-day.log")
+    inc["load_before"] = load
+    out = {"days": days, "per_day": per_day, "full": full, "one_day": inc}
+    print(f"  {json.dumps(out)[:800]}", flush=True)
+    return out
+
+
+def bench_pricing(base: Path, n: int) -> dict:
+    load = uptime()
+    print(f"[pricing] build_invoices for {n:,} customers x 5 items (load {load}) …", flush=True)
+    res = _run_child(["-c", "import sys, time, json; sys.path.insert(0, '.');"
+                      "from tests.pricing.timing import main; t = time.perf_counter(); "
+                      f"main({n}); print(json.dumps({{'wall_s': round(time.perf_counter() - t, 2)}}))"],
+                     log=base / "pricing.log")
+    res["load_before"] = load
+    res["output"] = "\n".join(res.pop("stdout_lines", []))[-800:]
+    return res
+
+
+def _fmt_s(x) -> str:
+    return "—" if x is None else f"{x:,.1f}"
+
+
+def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pricing: dict | None,
+                  notes: str) -> None:
+    m = meta["machine"]
+    lines = [
+        "# Benchmark results (issue 8)", "",
+        f"Made by `{meta['command']}` on {meta['started']} UTC.", "",
+        f"Machine: {m['cores']} cores, {m['memory_gb']} GB RAM, Python {m['python']}; shared with other "
+        f"sessions' test runs — load average {meta['load_start']} at the start, {meta['load_end']} at the end "
+        "(1/5/15 min). DuckDB `memory_limit` "
+        f"{meta['memory_limit']} for meterbill and the baseline.", "",
+        "Wall = the system's own work (meterbill: ingest + meter + bill flows, without the one-time Prefect "
+        "start, shown apart); peak RSS = ru_maxrss of the system's process.", "",
+        "| events | system | wall s | events/s | peak RSS MB | vs baseline | pandas / meterbill | load before | detail |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        base = r.get("baseline", {}).get("wall_s")
+        mb = r.get("meterbill", {}).get("wall_s")
+        for system in ("baseline", "meterbill", "pandas"):
+            s = r.get(system)
+            if s is None:
+                continue
+            if "skipped" in s:
+                lines.append(f"| {r['events']:,} | {system} | — | — | — | — | — | — | skipped: {s['skipped']} |")
+                continue
+            if s.get("exit"):
+                lines.append(f"| {r['events']:,} | {system} | failed | — | {s['peak_rss_mb']:,} | — | — | "
+                             f"{s['load_before']} | exit {s['exit']} |")
+                continue
+            w = s["wall_s"]
+            ratio = f"{w / base:.2f}×" if base else "—"
+            pm = f"{w / mb:.1f}×" if system == "pandas" and mb else ""
+            detail = ""
+            if system == "meterbill":
+                st = s["stages"]
+                detail = (f"ingest {st['ingest']} s, meter {st['meter']} s, bill {st['bill']} s; Prefect start "
+                          f"{s['prefect_start_s']} s, imports {s['import_s']} s; accepted {s['accepted']:,}, "
+                          f"dup {s['duplicates']:,}, quarantined {s['quarantined']:,}")
+            else:
+                detail = f"events aggregated {s['accepted']:,}; {s['usage_rows']:,} hourly rows"
+            lines.append(f"| {r['events']:,} | {system} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | "
+                         f"{s['peak_rss_mb']:,} | {ratio} | {pm} | {s['load_before']} | {detail} |")
+    if inc:
+        f, o = inc["full"], inc["one_day"]
+        lines += ["", "## Incremental cost", "",
+                  f"A lake of {inc['days']} days × {inc['per_day']:,} events/day, meterbill end to end (ingest + "
+                  "meter + bill), then one more day landed and the same run again:", "",
+                  "| run | wall s | ingest | meter | bill | peak RSS MB | load before |", "|---|---:|---:|---:|---:|---:|---|"]
+        for name, s in (("full (90 days)", f), ("one new day", o)):
+            if s.get("exit"):
+                lines.append(f"| {name} | failed | | | | {s['peak_rss_mb']} | {s['load_before']} |")
+                continue
+            st = s["stages"]
+            lines.append(f"| {name} | {s['wall_s']} | {st['ingest']} | {st['meter']} | {st['bill']} | "
+                         f"{s['peak_rss_mb']:,} | {s['load_before']} |")
+        if not f.get("exit") and not o.get("exit"):
+            lines += ["", f"One day / full = **{o['wall_s'] / f['wall_s']:.2f}** (target ≤ 0.10)."]
+    if pricing:
+        lines += ["", "## Pricing (issue 5)", "",
+                  f"`tests/pricing/timing.py` in its own process (load before {pricing['load_before']}): "
+                  f"process wall {pricing['process_wall_s']} s, peak RSS {pricing['peak_rss_mb']:,} MB.", "",
+                  "```", pricing.get("output", ""), "```"]
+    if notes:
+        lines += ["", notes.strip()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_worker":
+        ap = argparse.ArgumentParser()
+        ap.add_argument("system")
+        ap.add_argument("lake")
+        ap.add_argument("--as-of", default=AS_OF)
+        ap.add_argument("--memory-limit", default="2GB")
+        ap.add_argument("--profile")
+        a = ap.parse_args(argv[1:])
+        if a.system == "meterbill":
+            res = worker_meterbill(a.lake, a.as_of, a.profile)
+        elif a.system == "baseline":
+            res = worker_baseline(a.lake, a.memory_limit)
+        else:
+            res = worker_pandas(a.lake)
+        print(json.dumps(res), flush=True)
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--reuse", action="store_true", help="reuse generated files kept in --dir")
+    ap.add_argument("--dir", default=str(ROOT / "bench" / "out" / "run"))
+    ap.add_argument("--memory-limit", default="2GB")
+    ap.add_argument("--no-pandas", action="store_true")
+    ap.add_argument("--pandas-max", type=int, default=20_000_000)
+    ap.add_argument("--incremental", type=int, default=0, metavar="EVENTS_PER_DAY",
+                    help="also measure one new day on a 90-day lake (0 = skip)")
+    ap.add_argument("--pricing", type=int, default=0, metavar="CUSTOMERS", help="also time pricing (0 = skip)")
+    ap.add_argument("--profile", action="store_true", help="cProfile meterbill's flows (profile-N.prof in --dir)")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results.md"))
+    ap.add_argument("--notes", default=str(ROOT / "bench" / "notes.md"),
+                    help="markdown appended to results.md (where the time goes)")
+    a = ap.parse_args(argv)
+    base = Path(a.dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    meta = {"command": "bench/run.py " + " ".join(argv), "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "machine": machine(), "load_start": uptime(), "memory_limit": a.memory_limit}
+    rows = [bench_one(base, n, a) for n in a.events]
+    inc = bench_incremental(base, a.incremental, a) if a.incremental else None
+    pricing = bench_pricing(base, a.pricing) if a.pricing else None
+    meta["load_end"] = uptime()
+    notes = Path(a.notes).read_text() if Path(a.notes).exists() else ""
+    (base / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "incremental": inc,
+                                                   "pricing": pricing}, indent=1, default=str))
+    write_results(Path(a.results), meta, rows, inc, pricing, notes)
+    print(Path(a.results).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
