@@ -57,5 +57,23 @@ def us_expr(col: str) -> pl.Expr:
     return pl.col(col).cast(TS).dt.epoch("us")
 
 
-__all__ = ["DEC", "DIMS", "TS", "EXACT", "ZERO", "US_PER_UNIT", "RESERVED_COLUMNS", "q9", "div9",
+def sort_rows(df: pl.DataFrame, keys: list[str], *, nulls_last: bool = False) -> pl.DataFrame:
+    """df sorted by `keys` (ascending) — the same order as df.sort(keys), faster on big frames.
+
+    Polars 2.1 sorts multi-column string keys slowly; here each String key is replaced by its rank
+    among the key's distinct values (a small sort plus a hash join) and the rows are ordered by
+    those integer codes."""
+    if df.height < 20_000:
+        return df.sort(keys, nulls_last=nulls_last)
+    x = df.select(keys)
+    for k in keys:
+        if x.schema[k] in (pl.String, pl.Categorical):
+            codes = x.select(pl.col(k).unique().sort(nulls_last=nulls_last)).with_row_index("__code")
+            x = (x.join(codes, on=k, how="left", nulls_equal=True, maintain_order="left")
+                 .drop(k).rename({"__code": k}))
+    order = x.select(pl.arg_sort_by(keys, nulls_last=nulls_last).alias("i"))["i"]
+    return df.rechunk().select(pl.all().gather(order))  # gathers from many chunks are slow
+
+
+__all__ = ["sort_rows", "DEC", "DIMS", "TS", "EXACT", "ZERO", "US_PER_UNIT", "RESERVED_COLUMNS", "q9", "div9",
            "dec_series", "ts_from_us", "us_expr"]

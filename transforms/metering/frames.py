@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from catalog.schemas import DEC, DIMS, TS
+from transforms.metering.common import sort_rows
 
 
 def _dims(columns: list[str]) -> pl.Expr:
@@ -87,10 +88,10 @@ def normalize_windows(windows: pl.DataFrame, key_cols: Sequence[str] = ()) -> pl
         raise ValueError(f"windows: window_end must be after window_start "
                          f"({r['customer_id']}: {r['window_start']} .. {r['window_end']})")
     part = ["customer_id", *key_cols]
-    w = w.sort([*part, "window_start", "window_end"])
-    overl = w.select(
-        (pl.col("window_start") < pl.col("window_end").cum_max().shift(1).over(part)).fill_null(False).any()
-    ).item()
+    w = sort_rows(w, [*part, "window_start", "window_end"])
+    # sorted by start, windows overlap somewhere iff some window overlaps the one just before it
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in part])
+    overl = w.select((same & (pl.col("window_start") < pl.col("window_end").shift(1))).fill_null(False).any()).item()
     if not overl:
         return w.with_columns(pl.lit(0, dtype=pl.Int32).alias("__layer"))
     # greedy interval partitioning: each window goes to the first layer that is free at its start

@@ -27,6 +27,7 @@ import polars as pl
 from catalog.config import STATEFUL_TYPES, Meter
 from catalog.schemas import DEC, DIMS, SCHEMAS, TS, dims_key_expr
 from transforms.metering.cancel import counting
+from transforms.metering.common import sort_rows
 from transforms.metering.frames import normalize_windows
 from transforms.metering.simple import latest_expr
 from transforms.metering.stateful import stateful_values
@@ -106,11 +107,13 @@ def hourly_usage(events: pl.DataFrame, meters: Mapping[str, Meter], hours: pl.Da
         present = pl.all_horizontal([pl.col("dimensions").map.get(k).is_not_null() for k in keys])
         ok = pl.when(pl.col("meter_api_name") == name).then(present).otherwise(ok)
     v, t = pl.col("value"), pl.col("__type").first()
-    agg = (_restrict(base, hours)
-           .with_columns(ok.alias("__uc_ok"))
-           .group_by(["customer_id", "meter_api_name", "dims_key", "hour"])
+    cells = _restrict(base, hours).with_columns(ok.alias("__uc_ok"))
+    # The Map column stays out of the group_by and the sort (both are very slow with it in
+    # Polars 2.1): each output row gets its combination's canonical map at the end, by index.
+    combos = (cells.select("dims_key", "dimensions").unique("dims_key").collect()
+              .with_columns(_canonical_dims()).with_row_index("__di"))
+    agg = (cells.group_by(["customer_id", "meter_api_name", "dims_key", "hour"])
            .agg(
-               _canonical_dims().first().alias("dimensions"),
                pl.col("hour_date").first(),
                t.alias("__type"),
                pl.len().cast(pl.Int64).alias("event_count"),
@@ -147,8 +150,10 @@ def hourly_usage(events: pl.DataFrame, meters: Mapping[str, Meter], hours: pl.Da
         agg = agg.with_columns(pl.when(pl.col("__type").is_in(list(STATEFUL_TYPES)))
                                .then(pl.col("value").fill_null(pl.lit(0, dtype=DEC)))
                                .otherwise(pl.col("value")).alias("value"))
-    out = agg.select([pl.col(c).cast(dtype) for c, dtype in HOURLY_SCHEMA.items()])
-    return out.sort(["customer_id", "meter_api_name", "dims_key", "hour"])
+    agg = (sort_rows(agg, ["customer_id", "meter_api_name", "dims_key", "hour"])
+           .join(combos.select("dims_key", "__di"), on="dims_key", how="left", maintain_order="left"))
+    agg = agg.with_columns(combos["dimensions"].rechunk().gather(agg["__di"]).alias("dimensions"))
+    return agg.select([pl.col(c).cast(dtype) for c, dtype in HOURLY_SCHEMA.items()])
 
 
 def _stateful_hourly(base: pl.LazyFrame, agg: pl.DataFrame, meter: Meter, as_of) -> pl.DataFrame | None:

@@ -43,7 +43,7 @@ import polars as pl
 
 from catalog.config import Meter
 from catalog.schemas import DEC, TS
-from transforms.metering.common import EXACT, US_PER_UNIT, ZERO, dec_series, div9, ts_from_us
+from transforms.metering.common import EXACT, US_PER_UNIT, ZERO, dec_series, div9, sort_rows, ts_from_us
 
 STATEFUL = frozenset({"running_total", "high_watermark", "event_duration", "weighted_sum"})
 
@@ -231,24 +231,35 @@ def stateful_values(
     if ev.height == 0 or windows.height == 0:
         return pl.DataFrame(schema=out_schema)
     limits = windows.group_by(wkey).agg(pl.col("window_end").max().alias("__lim"))
-    ev = (ev.join(limits, on=wkey, how="inner")
-          .filter(pl.col("event_time") < pl.col("__lim"))
-          .sort(["customer_id", *group_cols, *resource_cols, "event_time", "unique_id", "value"],
-                nulls_last=False))
+    ev = ev.join(limits, on=wkey, how="inner").filter(pl.col("event_time") < pl.col("__lim"))
+    ev = sort_rows(ev, ["customer_id", *group_cols, *resource_cols, "event_time", "unique_id", "value"],
+                   nulls_last=False)
     if ev.height == 0:
         return pl.DataFrame(schema=out_schema)
 
+    wk = sort_rows(windows.select(*wkey, pl.col("window_start").dt.epoch("us").alias("s"),
+                                  pl.col("window_end").dt.epoch("us").alias("e")), [*wkey, "s", "e"])
     wdict: dict[tuple, Windows] = {}
-    wk = windows.select(*wkey, pl.col("window_start").dt.epoch("us"), pl.col("window_end").dt.epoch("us"))
-    for row in wk.sort([*wkey, "window_start", "window_end"]).iter_rows():
-        wdict.setdefault(tuple(row[:-2]), []).append((row[-2], row[-1]))
+    wcols = [wk[c].to_list() for c in wkey]
+    for key, s_, e_ in zip(zip(*wcols), wk["s"].to_list(), wk["e"].to_list()):
+        lst = wdict.get(key)
+        if lst is None:
+            wdict[key] = lst = []
+        lst.append((s_, e_))
 
+    def starts_of(keys: list[str]) -> list[int]:
+        """Row numbers where a new run of equal `keys` begins (null equals null), plus the end."""
+        changed = pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in keys])
+        idx = ev.select(changed.fill_null(True).arg_true().alias("i"))["i"]
+        return [*idx.to_list(), ev.height]
+
+    series_starts = starts_of(["customer_id", *group_cols])
+    res_starts = starts_of(["customer_id", *group_cols, *resource_cols]) if resource_cols else []
     cust = ev["customer_id"].to_list()
     groups = [ev[c].to_list() for c in group_cols]
     res = [ev[c].to_list() for c in resource_cols]
     ts = ev["event_time"].dt.epoch("us").to_list()
     vs = ev["value"].to_list()
-    n = len(ts)
     gpos = [group_cols.index(k) for k in window_keys]
 
     t_ = meter.type
@@ -261,48 +272,41 @@ def stateful_values(
     o_e: list[int] = []
     o_g: list[list] = [[] for _ in group_cols]
     o_v: list[Decimal] = []
-
-    def series_key(i: int) -> tuple:
-        return (cust[i], *(g[i] for g in groups))
+    ri = 0  # cursor in res_starts
 
     with decimal.localcontext(EXACT):
-        i = 0
-        while i < n:
-            key = series_key(i)
-            j = i + 1
-            while j < n and series_key(j) == key:
-                j += 1
+        for i, j in zip(series_starts, series_starts[1:]):
+            key = (cust[i], *(g[i] for g in groups))
             wins = wdict.get((key[0], *(key[1 + p] for p in gpos)))
-            if wins:
-                if t_ == "event_duration":
-                    intervals: list[tuple[int, int | None]] = []
-                    r0 = i
-                    while r0 < j:
-                        rk = tuple(r[r0] for r in res)
-                        r1 = r0 + 1
-                        while r1 < j and tuple(r[r1] for r in res) == rk:
-                            r1 += 1
-                        if all(x is not None for x in rk):
-                            intervals.extend(resource_intervals(ts[r0:r1], vs[r0:r1]))
-                        r0 = r1
-                    times = [ts[x] for x in range(i, j) if all(r[x] is not None for r in res)]
-                    rows = event_duration(intervals, times, wins, as_of_us, unit_us)
-                elif t_ == "running_total":
-                    rows = running_total(ts[i:j], vs[i:j], wins, meter.reducer)
-                elif t_ == "high_watermark":
-                    rows = high_watermark(ts[i:j], vs[i:j], wins, timeout_us)
-                elif t_ == "weighted_sum":
-                    rows = weighted_sum(ts[i:j], vs[i:j], wins)
-                else:
-                    raise ValueError(f"not a stateful meter type: {t_!r}")
-                for s, e, v in rows:
-                    o_c.append(key[0])
-                    o_s.append(s)
-                    o_e.append(e)
-                    for gi in range(len(group_cols)):
-                        o_g[gi].append(key[1 + gi])
-                    o_v.append(v)
-            i = j
+            if t_ == "event_duration":
+                intervals: list[tuple[int, int | None]] = []
+                times: list[int] = []
+                while res_starts[ri] < j:
+                    r0, r1 = res_starts[ri], res_starts[ri + 1]
+                    ri += 1
+                    if wins and all(r[r0] is not None for r in res):
+                        intervals.extend(resource_intervals(ts[r0:r1], vs[r0:r1]))
+                        times.extend(ts[r0:r1])
+                if not wins:
+                    continue
+                rows = event_duration(intervals, times, wins, as_of_us, unit_us)
+            elif not wins:
+                continue
+            elif t_ == "running_total":
+                rows = running_total(ts[i:j], vs[i:j], wins, meter.reducer)
+            elif t_ == "high_watermark":
+                rows = high_watermark(ts[i:j], vs[i:j], wins, timeout_us)
+            elif t_ == "weighted_sum":
+                rows = weighted_sum(ts[i:j], vs[i:j], wins)
+            else:
+                raise ValueError(f"not a stateful meter type: {t_!r}")
+            for s_, e_, v in rows:
+                o_c.append(key[0])
+                o_s.append(s_)
+                o_e.append(e_)
+                for gi in range(len(group_cols)):
+                    o_g[gi].append(key[1 + gi])
+                o_v.append(v)
 
     cols = [pl.Series("customer_id", o_c, dtype=pl.String), ts_from_us("window_start", o_s),
             ts_from_us("window_end", o_e)]

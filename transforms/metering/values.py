@@ -10,7 +10,7 @@ import polars as pl
 from catalog.config import Meter
 from catalog.schemas import DEC, TS
 from transforms.metering.cancel import counting
-from transforms.metering.common import RESERVED_COLUMNS
+from transforms.metering.common import RESERVED_COLUMNS, sort_rows
 from transforms.metering.frames import assign_windows, normalize_windows, prepare_events
 from transforms.metering.simple import SIMPLE_TYPES, VALUE_TYPES, simple_values
 from transforms.metering.stateful import STATEFUL, stateful_values
@@ -97,4 +97,4 @@ def meter_rows(
         *[pl.col(c).cast(pl.String).alias(k) for c, k in gcols.items()],
         pl.col("value").cast(DEC),
     )
-    return res.sort(["customer_id", "window_start", "window_end", *keys], nulls_last=False)
+    return sort_rows(res, ["customer_id", "window_start", "window_end", *keys], nulls_last=False)
