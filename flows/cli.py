@@ -36,8 +36,9 @@ from flows.common import UsageError, open_catalog, open_lake, parse_instant
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="meterbill: usage metering and billing as a batch analytics job.")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Wide enough for an invoice table when the output is a file or a pipe (rich would use 80).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 LAKE = typer.Option(None, "--lake", help="The lake folder (default: $METERBILL_LAKE or data/).")
 AS_OF = typer.Option(None, "--as-of", help="The run's instant, ISO-8601 or a date (default: now).")
@@ -58,19 +59,34 @@ def _progress(line: str) -> None:
     err.print(f"[dim]{line}[/dim]")
 
 
-def _money(v) -> str:
-    return "" if v is None else f"{v:,.{max(-v.as_tuple().exponent, 0)}f}" if hasattr(v, "as_tuple") else str(v)
+def _money(v, currency: str | None = None, cat=None) -> str:
+    """An amount at its currency's minor units (the catalogue's, else ISO 4217, else 2), with separators."""
+    if v is None:
+        return ""
+    from catalog.config import ISO_MINOR_UNITS
+
+    if cat is not None and currency in cat.currencies:
+        places = cat.currencies[currency].minor_units
+    else:
+        places = ISO_MINOR_UNITS.get(currency or "", 2)
+    return f"{v:,.{places}f}"
 
 
-def print_invoices(invoices, title: str = "Invoices") -> None:
+def _num(v) -> str:
+    """A quantity without trailing zeros or exponent notation."""
+    return "" if v is None else f"{v.normalize():f}" if hasattr(v, "normalize") else str(v)
+
+
+
+def print_invoices(invoices, title: str = "Invoices", cat=None) -> None:
     t = Table(title=title)
     for c in ("customer", "plan", "period", "status", "subtotal", "discount", "credits", "total due", "currency"):
         t.add_column(c, justify="right" if c in ("subtotal", "discount", "credits", "total due") else "left")
     for r in invoices.iter_rows(named=True):
         t.add_row(r["customer_id"], r["plan_id"],
                   f"{r['period_start']:%Y-%m-%d} → {r['period_end']:%Y-%m-%d}", r["status"],
-                  _money(r["subtotal"]), _money(r["discount"]), _money(r["credits_applied"]),
-                  _money(r["total_due"]), r["currency"])
+                  *(_money(r[k], r["currency"], cat) for k in ("subtotal", "discount", "credits_applied", "total_due")),
+                  r["currency"])
     out.print(t)
 
 
@@ -80,7 +96,7 @@ def print_alerts(fired) -> None:
         t.add_column(c)
     for r in fired.iter_rows(named=True):
         t.add_row(r["alert_id"], r["customer_id"], f"{r['window_start']:%Y-%m-%d %H:%M}",
-                  str(r["current_value"].normalize()), str(r["threshold"].normalize()), r["message"])
+                  _num(r["current_value"]), _num(r["threshold"]), r["message"])
     out.print(t)
 
 
@@ -284,13 +300,13 @@ def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str
     """Usage -> line_items, invoices, credit_ledger, unbilled_usage."""
 
     lk = open_lake(lake)
-    open_catalog(lk)
+    cat = open_catalog(lk)
     parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
     from catalog import Lake
     from flows.bill import bill_flow
     rep = bill_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), **_executor(executor, workers, dask_address))
     out.print(_summary_line("bill", rep))
-    print_invoices(_latest_invoices(Lake(lk.root)))
+    print_invoices(_latest_invoices(Lake(lk.root)), cat=cat)
 
 
 def _latest_invoices(lk):
@@ -445,8 +461,8 @@ def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
     for r in rec.sort("customer_id", "period_start", "product_item_id").iter_rows(named=True):
         ok = r["usage_quantity"] == r["billed_quantity"] + r["adjusted_quantity"]
         t.add_row(r["customer_id"], f"{r['period_start']:%Y-%m-%d}", r["product_item_id"] or "",
-                  str(r["events_accepted"]), str(r["events_cancelled"]), str(r["usage_quantity"].normalize()),
-                  str(r["billed_quantity"].normalize()), str(r["adjusted_quantity"].normalize()), "yes" if ok else "NO")
+                  str(r["events_accepted"]), str(r["events_cancelled"]), _num(r["usage_quantity"]),
+                  _num(r["billed_quantity"]), _num(r["adjusted_quantity"]), "yes" if ok else "NO")
     out.print(t)
 
 
