@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catalog.config import Meter
 from tests.metering.reference import ref_meter_values
-from tests.metering.support import UTC, events_frame, windows_frame
+from tests.metering.support import UTC, WINDOW_SCHEMA, events_frame
 from transforms.metering import meter_values
 
 BASE = dt.datetime(2026, 3, 1, tzinfo=UTC)
@@ -75,19 +76,14 @@ def scenario(draw, typ: str):
     return meter, rows, wins, group_by, flt, as_of
 
 
-def _frame(rows):
-    return events_frame([{**r} for r in rows]) if rows else events_frame([])
-
-
 @pytest.mark.parametrize("typ", TYPES)
 def test_meter_values_equal_the_reference(typ):
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(scenario(typ))
     def check(sc):
         meter, rows, wins, group_by, flt, as_of = sc
-        ev = events_frame(rows) if rows else events_frame([])
-        wf = windows_frame([]).vstack(
-            __import__("polars").DataFrame(wins, schema=windows_frame([]).schema, orient="row"))
+        ev = events_frame(rows)
+        wf = pl.DataFrame(wins, schema=WINDOW_SCHEMA, orient="row")
         got = meter_values(ev, meter, wf, group_by=group_by, filter=flt, as_of=as_of).rows()
         want = ref_meter_values(rows, meter, wins, group_by, flt, as_of)
         assert got == want
