@@ -202,7 +202,8 @@ def run_report_markdown(lk: Lake, as_of: str, ingest: dict | None = None, meter:
     md += _alerts_section(lk, alerts, f0, t)
     reports = lk.reports_dir
     if reports.is_dir() and any(reports.glob("*.html")):
-        pages = sorted(reports.glob("*.html"))
+        # period summaries first (newest first): they link their invoices
+        pages = sorted(reports.glob("period-*.html"), reverse=True) + sorted(reports.glob("invoice-*.html"))
         md += ["## Reports", ""] + [f"- [{p.name}]({p.resolve().as_uri()})" for p in pages[:MAX_ROWS]] + [""]
     return "\n".join(md)
 

@@ -468,7 +468,7 @@ def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
 
 @app.command()
 def report(lake: Optional[str] = LAKE, invoice: Optional[str] = typer.Option(None, "--invoice"),
-           period: Optional[str] = typer.Option(None, "--period", help="A period start date: every final invoice of it.")):
+           period: Optional[str] = typer.Option(None, "--period", help="A local period start date (2026-10-01) or a month (2026-10): its invoices and a summary page.")):
     """Self-contained HTML invoices and a period summary."""
     from flows.report import report_command
 

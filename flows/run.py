@@ -26,7 +26,10 @@ def publish_report_task(lake: str, as_of: str, ingest: dict | None, meter: dict 
     """Read the lake's tables (I/O, retried with backoff) and publish the run report and invoices table."""
     from flows.artifacts import invoices_artifact, run_report_artifact
 
+    from flows.report import render_final_reports
+
     lk = Lake(lake)
+    render_final_reports(lk)  # pages of newly final invoices, so the report can link them
     text = run_report_artifact(lk, as_of, ingest, bill, alerts, meter=meter, timings=timings)
     invoices_artifact(lk)
     return text
