@@ -4,6 +4,13 @@ What changed is found from `events.ingested_at` against a watermark kept in the 
 the event dates of new events (and, for stateful meters, every later date, since their level
 carries forward). Those `hour_date` partitions are rebuilt whole and swapped in; a changed set of
 meters in the catalogue rebuilds everything. The result equals a full rebuild, row for row.
+
+Two engines, one table. The additive meter types (sum, count, min, max, and meters the catalogue
+does not know, aggregated as sum) are computed in DuckDB straight from the events Parquet, one
+`event_date` partition at a time (`transforms.fast_hourly`: bounded memory, nothing in Python);
+the other types (avg, latest, unique_count, the stateful ones) by `transforms.metering.hourly_usage`
+in Polars, on their own events only. Each rebuilt partition gets one file per engine
+(`part-0.parquet` from DuckDB, `part-1.parquet` from Polars), staged and swapped in whole.
 """
 
 from __future__ import annotations
@@ -12,13 +19,22 @@ import datetime as dt
 import hashlib
 import json
 
+import shutil
+import uuid
+
 import polars as pl
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
 from catalog.config import STATEFUL_TYPES
+from catalog.lake import duck, sql_str
+from catalog.schemas import PARTITIONS, conform
 from flows.common import parse_instant
+from transforms.fast_hourly import ADDITIVE_TYPES, additive_hourly_sql
 from transforms.metering import apply_cancellations, hourly_usage
+
+TABLE = "usage_hourly"
 
 
 def _meters_signature(cat: Catalog) -> str:
@@ -43,11 +59,32 @@ def dates_to_rebuild(events: pl.LazyFrame, cat: Catalog, watermark: dt.datetime 
     return sorted(dates)
 
 
-def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
+def _event_dates(events: pl.LazyFrame) -> list[dt.date]:
+    return sorted(events.select("event_date").unique().collect()["event_date"].to_list())
+
+
+def _polars_part(lk: Lake, cat: Catalog, events: pl.LazyFrame, dates: list[dt.date] | None) -> pl.DataFrame | None:
+    """hourly rows of the non-additive meters (Polars), for `dates` (None: all)."""
+    slow = {n: m for n, m in cat.meters.items() if m.type not in ADDITIVE_TYPES}
+    if not slow:
+        return None
+    stateful = sorted(n for n, m in slow.items() if m.type in STATEFUL_TYPES)
+    ev = events.filter(pl.col("meter_api_name").is_in(sorted(slow)))
+    if dates is not None:
+        # stateless meters: only the dates being rebuilt; stateful ones: their whole history
+        ev = ev.filter(pl.col("event_date").is_in(dates) | pl.col("meter_api_name").is_in(stateful))
+    ev = ev.collect()
+    if ev.height == 0:
+        return None
+    hours = None if dates is None else pl.DataFrame({"hour_date": dates}, schema={"hour_date": pl.Date})
+    return hourly_usage(apply_cancellations(ev), slow, hours=hours)
+
+
+def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None, memory_limit: str | None = None) -> dict:
     state = lk.read_state("meter")
     sig = _meters_signature(cat)
     watermark = None
-    if state and state.get("meters") == sig and lk.exists("usage_hourly"):
+    if state and state.get("meters") == sig and lk.exists(TABLE):
         watermark = dt.datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
         if watermark is None:
             watermark = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
@@ -57,25 +94,68 @@ def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
     if dates == []:
         summary = {"dates_rebuilt": 0, "rows": 0, "full": False}
     else:
-        stateful = sorted(n for n, m in cat.meters.items() if m.type in STATEFUL_TYPES)
-        if dates is None:
-            ev = events.collect()
-        else:
-            # stateless meters: only the dates being rebuilt; stateful ones: their whole history
-            ev = events.filter(pl.col("event_date").is_in(dates) | pl.col("meter_api_name").is_in(stateful)).collect()
-        counting = apply_cancellations(ev)
-        hours = None if dates is None else pl.DataFrame({"hour_date": dates}, schema={"hour_date": pl.Date})
-        hourly = hourly_usage(counting, cat.meters, hours=hours)
-        if dates is None:
-            lk.write("usage_hourly", hourly)
-        else:
-            lk.replace_partitions("usage_hourly", hourly, values=dates)
-        summary = {"dates_rebuilt": len(dates) if dates is not None else hourly["hour_date"].n_unique(),
-                   "rows": hourly.height, "full": dates is None}
+        full = dates is None
+        todo = _event_dates(events) if full else dates
+        rows, written = _rebuild(lk, cat, events, todo, None if full else dates, memory_limit)
+        summary = {"dates_rebuilt": written if full else len(dates), "rows": rows, "full": full}
     lk.write_state("meter", {"meters": sig, "watermark": top.isoformat() if top else None})
     if log:
         log(f"meter: {summary}")
     return summary
+
+
+def _rebuild(lk: Lake, cat: Catalog, events: pl.LazyFrame, todo: list[dt.date], dates: list[dt.date] | None,
+             memory_limit: str | None) -> tuple[int, int]:
+    """Stage the partitions of `todo` (DuckDB for additive meters, Polars for the rest) and swap
+    them in: the whole table when `dates` is None (a full rebuild), else each named date (a date
+    left without rows loses its partition). Returns (rows, partitions written)."""
+    col = PARTITIONS[TABLE]
+    stage = lk.stage_dir(f"meter-{uuid.uuid4().hex}")
+    rows = 0
+    try:
+        con = duck(lk, memory_limit)
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("meter_types", pa.table({"meter_api_name": pa.array(list(cat.meters), pa.string()),
+                                              "type": pa.array([m.type for m in cat.meters.values()], pa.string())}))
+        for d in todo:
+            files = lk.partition_files("events", [d])
+            if not files:
+                continue
+            src = "read_parquet([" + ", ".join(sql_str(p) for p in files) + "])"
+            out = stage / f"{col}={d}"
+            out.mkdir()
+            n = con.execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(out / 'part-0.parquet')} "
+                            "(FORMAT parquet)").fetchall()[0][0]
+            if n == 0:
+                (out / "part-0.parquet").unlink(missing_ok=True)
+            rows += int(n)
+        con.close()
+        slow = _polars_part(lk, cat, events, dates)
+        if slow is not None and slow.height:
+            slow = conform(TABLE, slow)
+            for (value,), part in slow.partition_by(col, as_dict=True, maintain_order=True).items():
+                out = stage / f"{col}={value}"
+                out.mkdir(exist_ok=True)
+                part.drop(col).write_parquet(out / "part-1.parquet")
+            rows += slow.height
+        parts = [p for p in stage.iterdir() if p.is_dir() and any(p.glob("*.parquet"))]
+        if dates is None:
+            table = stage / "table"
+            table.mkdir()
+            for p in parts:
+                p.rename(table / p.name)
+            lk._swap(table, lk.table_dir(TABLE))
+        else:
+            present = {p.name.split("=", 1)[1]: p for p in parts}
+            for d in dates:
+                target = lk.partition_dir(TABLE, d)
+                if str(d) in present:
+                    lk._swap(present[str(d)], target)
+                elif target.exists():
+                    shutil.rmtree(target)
+        return rows, len(parts)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @task(name="aggregate-usage-hourly", retries=1, retry_delay_seconds=2)
