@@ -155,6 +155,8 @@ class IngestRun:
         self._loaded_dates: set = set()
         self._event_files: list[Path] = []
         self._groups = 0
+        self._group_calls = 0
+        self._planned_groups: int | None = None
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> "IngestRun":
@@ -229,6 +231,7 @@ class IngestRun:
                 cur, size = [], 0
         if cur:
             groups.append(cur)
+        self._planned_groups = len(groups)
         return groups
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -253,6 +256,7 @@ class IngestRun:
     # ------------------------------------------------------------ 2. a group of files
     def ingest_group(self, seqs: list[int]) -> list[FileResult]:
         """Read, validate and stage the group's new files, deduplicate them, report progress."""
+        self._group_calls += 1
         todo = [s for s in seqs if self.results[s].status != STATUS_SKIPPED]
         if todo:
             self._connect()
@@ -345,7 +349,8 @@ class IngestRun:
         if not written:
             return
         events = f"read_parquet({_paths(written)}, hive_partitioning = true)"
-        con.execute(remember_sql(SEEN, events))
+        if self._planned_groups is None or self._group_calls < self._planned_groups:
+            con.execute(remember_sql(SEEN, events))  # later groups dedupe against these keys
         counts = dict(con.sql(f"SELECT source_file, count(*) FROM {events} GROUP BY 1").fetchall())
         for s in seqs:
             r = self.results[s]

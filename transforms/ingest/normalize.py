@@ -341,12 +341,17 @@ class BatchView:
         return self.con.sql(PARSE_SQL).pl()
 
     def display(self, row_numbers: pl.Series) -> pl.DataFrame:
-        self.con.register("wanted", pa.table({"row_number": row_numbers.cast(pl.Int64).to_arrow()}))
+        """`raw` and `dimensions` text of the given records: the common text form is computed
+        over those records only (the batch is narrowed to them first, then put back)."""
+        import pyarrow.compute as pc
+
+        table = self.batch.table
+        wanted = row_numbers.cast(pl.Int64).to_arrow()
+        self.con.register("batch", table.filter(pc.is_in(table["__rn"], value_set=wanted)))
         try:
-            return self.con.sql("SELECT c.row_number, c.raw, c.dimensions FROM ctf c "
-                                "SEMI JOIN wanted w ON c.row_number = w.row_number").pl()
+            return self.con.sql("SELECT row_number, raw, dimensions FROM ctf").pl()
         finally:
-            self.con.unregister("wanted")
+            self.con.register("batch", table)
 
 
 def parse_batch(con: duckdb.DuckDBPyConnection, batch: RawBatch, ctf_sql: str | None = None) -> pl.DataFrame:
