@@ -73,6 +73,18 @@ def _run_child(args: list[str], env: dict | None = None, log: Path | None = None
     return res
 
 
+def _vm_hwm_mb() -> int:
+    """This process's peak resident memory so far (MB), from /proc/self/status."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return -1
+
+
 def worker_meterbill(lake: str, as_of: str, profile: str | None) -> dict:
     t0 = time.perf_counter()
     import flows  # noqa: F401  (Prefect settings)
@@ -91,7 +103,8 @@ def worker_meterbill(lake: str, as_of: str, profile: str | None) -> dict:
     t = time.perf_counter()
     warm()
     t_prefect = time.perf_counter() - t
-    stages = {}
+    stages: dict[str, float] = {}
+    hwm: dict[str, int] = {"start": _vm_hwm_mb()}
     prof = None
     if profile:
         import cProfile
@@ -103,12 +116,13 @@ def worker_meterbill(lake: str, as_of: str, profile: str | None) -> dict:
         t = time.perf_counter()
         res[name] = fn(lake=lake, as_of=as_of)
         stages[name] = round(time.perf_counter() - t, 2)
+        hwm[name] = _vm_hwm_mb()
     if prof:
         prof.disable()
         prof.dump_stats(profile)
     ing = res["ingest"]
     return {"system": "meterbill", "import_s": round(t_import, 2), "prefect_start_s": round(t_prefect, 2),
-            "stages": stages, "wall_s": round(sum(stages.values()), 2),
+            "stages": stages, "wall_s": round(sum(stages.values()), 2), "peak_rss_mb_after": hwm,
             "accepted": ing.get("accepted"), "duplicates": ing.get("duplicates"),
             "quarantined": ing.get("quarantined"), "rows_read": ing.get("rows_read"),
             "usage_rows": res["meter"].get("rows"), "invoices": res["bill"].get("invoices")}
@@ -321,8 +335,8 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
         f"{meta['memory_limit']} for meterbill and the baseline.", "",
         "Wall = the system's own work (meterbill: ingest + meter + bill flows, without the one-time Prefect "
         "start, shown apart); peak RSS = ru_maxrss of the system's process.", "",
-        "| events | system | wall s | events/s | peak RSS MB | vs baseline | pandas / meterbill | load before | detail |",
-        "|---:|---|---:|---:|---:|---:|---:|---|---|",
+        "| events | system | wall s | events/s | CPU s | peak RSS MB | vs baseline (wall) | pandas / meterbill (wall) | load before | detail |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         base = r.get("baseline", {}).get("wall_s")
@@ -332,10 +346,10 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
             if s is None:
                 continue
             if "skipped" in s:
-                lines.append(f"| {r['events']:,} | {system} | — | — | — | — | — | — | skipped: {s['skipped']} |")
+                lines.append(f"| {r['events']:,} | {system} | — | — | — | — | — | — | — | skipped: {s['skipped']} |")
                 continue
             if s.get("exit"):
-                lines.append(f"| {r['events']:,} | {system} | failed | — | {s['peak_rss_mb']:,} | — | — | "
+                lines.append(f"| {r['events']:,} | {system} | failed | — | {s.get('cpu_s')} | {s['peak_rss_mb']:,} | — | — | "
                              f"{s['load_before']} | exit {s['exit']} |")
                 continue
             w = s["wall_s"]
@@ -344,12 +358,15 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
             detail = ""
             if system == "meterbill":
                 st = s["stages"]
-                detail = (f"ingest {st['ingest']} s, meter {st['meter']} s, bill {st['bill']} s; Prefect start "
+                hw = s.get("peak_rss_mb_after")
+                mem = (f"; peak RSS after ingest/meter/bill {hw['ingest']:,}/{hw['meter']:,}/{hw['bill']:,} MB"
+                       if hw else "")
+                detail = (f"ingest {st['ingest']} s, meter {st['meter']} s, bill {st['bill']} s{mem}; Prefect start "
                           f"{s['prefect_start_s']} s, imports {s['import_s']} s; accepted {s['accepted']:,}, "
                           f"dup {s['duplicates']:,}, quarantined {s['quarantined']:,}")
             else:
                 detail = f"events aggregated {s['accepted']:,}; {s['usage_rows']:,} hourly rows"
-            lines.append(f"| {r['events']:,} | {system} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | "
+            lines.append(f"| {r['events']:,} | {system} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | {s.get('cpu_s')} | "
                          f"{s['peak_rss_mb']:,} | {ratio} | {pm} | {s['load_before']} | {detail} |")
     if inc:
         f, o = inc["full"], inc["one_day"]
@@ -408,7 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(ROOT / "bench" / "results.md"))
     ap.add_argument("--notes", default=str(ROOT / "bench" / "notes.md"),
                     help="markdown appended to results.md (where the time goes)")
+    ap.add_argument("--render", metavar="RESULTS_JSON", help="only rewrite results.md from a results.json")
     a = ap.parse_args(argv)
+    if a.render:
+        data = json.loads(Path(a.render).read_text())
+        notes = Path(a.notes).read_text() if Path(a.notes).exists() else ""
+        write_results(Path(a.results), data["meta"], data["rows"], data["incremental"], data["pricing"], notes)
+        return 0
     base = Path(a.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     meta = {"command": "bench/run.py " + " ".join(argv), "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
