@@ -148,31 +148,42 @@ def generate(cat: Catalog, raw_dir: Path, start: dt.date, days: int, events_per_
         if progress:
             progress(f"[{d + 1}/{days}] {path.name}: {df.height} events")
     if messy and sample:
-        result.files.append(_write_messy(pl.concat(sample), out_dir / f"messy-s{seed}.parquet", start, days, result))
+        from catalog.config import VALUELESS_TYPES
+
+        valueless = frozenset(n for n, m in cat.meters.items() if m.type in VALUELESS_TYPES)
+        result.files.append(_write_messy(pl.concat(sample), out_dir / f"messy-s{seed}.parquet", start, days,
+                                         result, valueless))
     return result
 
 
-def _write_messy(sample: pl.DataFrame, path: Path, start: dt.date, days: int, result: Generated) -> Path:
-    """Known defects, each a reason code of SPEC §2, plus re-sent duplicates of good events."""
+def _write_messy(sample: pl.DataFrame, path: Path, start: dt.date, days: int, result: Generated,
+                 valueless: frozenset[str] = frozenset()) -> Path:
+    """Known defects, each a reason code of SPEC §2, plus re-sent duplicates of good events.
+
+    A NaN value is a defect only for meters that read their value (count and unique_count meters
+    ignore it), so those rows come from the other meters.
+    """
     s = sample.with_columns(pl.col("meter_value").cast(pl.Float64))
     n = max(s.height // 8, 1)
     far_future = int(dt.datetime(start.year + 5, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    nan_rows = s.filter(~pl.col("meter_api_name").is_in(sorted(valueless))).head(n)
+    rest = s.join(nan_rows.select("unique_id"), on="unique_id", how="anti")
     parts = {
-        "missing_field": s.head(n).with_columns(customer_id=pl.lit(None, dtype=pl.String),
-                                                 unique_id=pl.col("unique_id") + "-m"),
-        "non_finite_value": s.slice(n, n).with_columns(meter_value=pl.lit(float("nan")),
-                                                        unique_id=pl.col("unique_id") + "-n"),
-        "bad_timestamp": s.slice(2 * n, n).with_columns(meter_time_in_millis=pl.lit(-5, dtype=pl.Int64),
-                                                         unique_id=pl.col("unique_id") + "-t"),
-        "future_event": s.slice(3 * n, n).with_columns(meter_time_in_millis=pl.lit(far_future, dtype=pl.Int64),
-                                                        unique_id=pl.col("unique_id") + "-f"),
-        "bad_dimension": s.slice(4 * n, n).with_columns(
+        "non_finite_value": nan_rows.with_columns(meter_value=pl.lit(float("nan")),
+                                                  unique_id=pl.col("unique_id") + "-n"),
+        "missing_field": rest.slice(0, n).with_columns(customer_id=pl.lit(None, dtype=pl.String),
+                                                       unique_id=pl.col("unique_id") + "-m"),
+        "bad_timestamp": rest.slice(n, n).with_columns(meter_time_in_millis=pl.lit(-5, dtype=pl.Int64),
+                                                        unique_id=pl.col("unique_id") + "-t"),
+        "future_event": rest.slice(2 * n, n).with_columns(meter_time_in_millis=pl.lit(far_future, dtype=pl.Int64),
+                                                           unique_id=pl.col("unique_id") + "-f"),
+        "bad_dimension": rest.slice(3 * n, n).with_columns(
             dimensions=pl.lit([{"key": "bad key!", "value": "x"}],
                               dtype=pl.List(pl.Struct({"key": pl.String, "value": pl.String})))
             .cast(pl.Map(pl.String, pl.String)),
             unique_id=pl.col("unique_id") + "-d"),
     }
-    dupes = s.slice(5 * n, n)  # exact re-sends of events that are in the daily files
+    dupes = rest.slice(4 * n, n)  # exact re-sends of events that are in the daily files
     result.defects = {k: v.height for k, v in parts.items()}
     result.duplicates = dupes.height
     pl.concat([*parts.values(), dupes], how="vertical_relaxed").write_parquet(path)
