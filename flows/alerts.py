@@ -16,27 +16,51 @@ from transforms.metering import apply_cancellations
 from transforms.pricing import customer_periods
 
 
-def evaluate_all(lk: Lake, cat: Catalog, as_of: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(every firing so far, the new ones of this run)."""
-    counting = apply_cancellations(lk.read("events").filter(pl.col("event_time") < as_of))
+def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None) -> dict[str, pl.DataFrame]:
+    """alert_id -> the alert's metric per customer and window (transforms.alert_values).
+
+    With `customers` (a shard, flows/executors.py) only their rows, plus their share of the '*'
+    rows (counts of undefined customers or meters), which the reduce adds up across shards."""
     invoices, lines, ledger = lk.read("invoices"), lk.read("line_items"), lk.read("credit_ledger")
-    before = lk.read("alerts_fired")
+    if customers is None:
+        events = lk.read("events").filter(pl.col("event_time") < as_of)
+    else:
+        mine = pl.col("customer_id").is_in(sorted(customers))
+        events = lk.scan("events").filter(mine & (pl.col("event_time") < as_of)).collect()
+        invoices, lines, ledger = invoices.filter(mine), lines.filter(mine), ledger.filter(mine)
+    counting = apply_cancellations(events)
     periods = {}
     if any(a.window == "billing_period" for a in cat.alerts.values()):
         for cid in cat.customers:
-            periods[cid] = [(p.start, p.end) for p in customer_periods(cat, cid, as_of + dt.timedelta(microseconds=1))]
-    tzs = {cid: c.timezone for cid, c in cat.customers.items()}
-    new = []
+            if customers is None or cid in customers:
+                periods[cid] = [(p.start, p.end) for p in customer_periods(cat, cid, as_of + dt.timedelta(microseconds=1))]
+    out = {}
     for alert in cat.alerts.values():
         vals = alert_values(alert, cat, as_of, counting=counting, invoices=invoices, line_items=lines,
                             ledger=ledger, periods=periods)
-        new.append(evaluate(alert, vals, as_of, already_fired=before, timezones=tzs))
+        if customers is not None:
+            vals = vals.filter(pl.col("customer_id").is_in(sorted(customers)) | (pl.col("customer_id") == "*"))
+        out[alert.alert_id] = vals
+    return out
+
+
+def evaluate_all(lk: Lake, cat: Catalog, as_of: dt.datetime,
+                 values: dict[str, pl.DataFrame] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(every firing so far, the new ones of this run); `values` as values_all gives them (default: computed here)."""
+    if values is None:
+        values = values_all(lk, cat, as_of)
+    before = lk.read("alerts_fired")
+    tzs = {cid: c.timezone for cid, c in cat.customers.items()}
+    new = []
+    for alert in cat.alerts.values():
+        new.append(evaluate(alert, values[alert.alert_id], as_of, already_fired=before, timezones=tzs))
     new_df = conform("alerts_fired", pl.concat(new)) if new else conform("alerts_fired", pl.DataFrame())
     return conform("alerts_fired", pl.concat([before, new_df])), new_df
 
 
-def run_alerts(lk: Lake, cat: Catalog, as_of: dt.datetime, deliver: bool = True, log=None) -> dict:
-    fired, new = evaluate_all(lk, cat, as_of)
+def run_alerts(lk: Lake, cat: Catalog, as_of: dt.datetime, deliver: bool = True, log=None,
+               values: dict[str, pl.DataFrame] | None = None) -> dict:
+    fired, new = evaluate_all(lk, cat, as_of, values)
     lk.write("alerts_fired", fired)
     summary = {"fired": new.height, "firings_total": fired.height, "delivered": 0, "failed": 0}
     if deliver and any(a.channels for a in cat.alerts.values()):
@@ -64,4 +88,8 @@ def alerts_task(lake: str, as_of: str, deliver: bool) -> dict:
 def alerts_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = True, executor: str = "local",
                 workers: int | None = None, dask_address: str | None = None) -> dict:
     """Fire each alert at most once per (alert, customer, window); deliver to every channel once."""
+    if executor == "dask":  # values per customer shard on a Dask cluster, evaluated here (flows/executors.py)
+        from flows.executors import alerts_sharded
+
+        return alerts_sharded(str(Lake(lake).root), parse_instant(as_of).isoformat(), deliver, workers, dask_address)
     return alerts_task(str(Lake(lake).root), parse_instant(as_of).isoformat(), deliver)

@@ -36,28 +36,52 @@ def frozen_state(lk: Lake) -> FrozenState:
     return FrozenState(invoices=final, line_items=lines, credit_ledger=ledger)
 
 
-def run_bill(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
-    events = lk.read("events").filter(pl.col("event_time") < as_of)
+def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None) -> dict[str, pl.DataFrame]:
+    """The five billing tables as of `as_of`; with `customers`, only theirs (a shard, see
+    flows/executors.py: every billing rule is per customer, so a shard's rows are exact)."""
+    if customers is None:
+        events = lk.read("events").filter(pl.col("event_time") < as_of)
+        frozen = frozen_state(lk)
+    else:
+        mine = pl.col("customer_id").is_in(sorted(customers))
+        events = lk.scan("events").filter(mine & (pl.col("event_time") < as_of)).collect()
+        fz = frozen_state(lk)
+        frozen = FrozenState(invoices=fz.invoices.filter(mine), line_items=fz.line_items.filter(mine),
+                             credit_ledger=fz.credit_ledger.filter(mine))
     counting = apply_cancellations(events)
     periods = all_periods(cat, counting, as_of)
+    if customers is not None:
+        periods = [p for p in periods if p.customer_id in customers]
     usage = billing.line_usage(cat, counting, periods, as_of)
     rewards = billing.reward_usage(cat, counting, periods, as_of) if cat.rewards else None
-    result = build_invoices(cat, periods, usage, as_of, frozen=frozen_state(lk), reward_usage=rewards)
+    result = build_invoices(cat, periods, usage, as_of, frozen=frozen, reward_usage=rewards)
     unbilled = pl.concat([result.unbilled_usage, billing.unbilled_usage(cat, counting, periods, as_of)],
                          how="vertical_relaxed")
     rec = billing.reconciliation(cat, events, counting, periods, usage, result.line_items)
-    lk.write_tables({
+    tables = {
         "invoices": result.invoices, "line_items": result.line_items, "credit_ledger": result.credit_ledger,
         "unbilled_usage": unbilled, "reconciliation": rec,
-    })
-    inv = result.invoices
-    summary = {
+    }
+    if customers is not None:
+        tables = {k: v.filter(pl.col("customer_id").is_in(sorted(customers))) for k, v in tables.items()}
+    return tables
+
+
+def bill_summary(tables: dict[str, pl.DataFrame]) -> dict:
+    inv = tables["invoices"]
+    return {
         "invoices": inv.height,
         "final": inv.filter(pl.col("status") == "final").height,
         "draft": inv.filter(pl.col("status") == "draft").height,
-        "line_items": result.line_items.height,
-        "unbilled_rows": unbilled.height,
+        "line_items": tables["line_items"].height,
+        "unbilled_rows": tables["unbilled_usage"].height,
     }
+
+
+def run_bill(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
+    tables = bill_tables(lk, cat, as_of)
+    lk.write_tables(tables)
+    summary = bill_summary(tables)
     if log:
         log(f"bill: {summary}")
     return summary
@@ -75,7 +99,12 @@ def bill_flow(lake: str | None = None, as_of: str | None = None, executor: str =
     """Price every started period into invoices (drafts for open periods, finals after grace)."""
     lk = Lake(lake)
     t = parse_instant(as_of)
-    summary = bill_task(str(lk.root), t.isoformat())
+    if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
+        from flows.executors import bill_sharded
+
+        summary = bill_sharded(str(lk.root), t.isoformat(), workers, dask_address)
+    else:
+        summary = bill_task(str(lk.root), t.isoformat())
     from flows.artifacts import invoices_artifact
 
     invoices_artifact(lk)

@@ -168,4 +168,8 @@ def meter_task(lake: str, as_of: str) -> dict:
 def meter_flow(lake: str | None = None, as_of: str | None = None, executor: str = "local",
                workers: int | None = None, dask_address: str | None = None) -> dict:
     """Bring usage_hourly up to date with the events table."""
+    if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
+        from flows.executors import meter_sharded
+
+        return meter_sharded(str(Lake(lake).root), parse_instant(as_of).isoformat(), workers, dask_address)
     return meter_task(str(Lake(lake).root), parse_instant(as_of).isoformat())
