@@ -523,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     verb = next((a for a in args if not a.startswith("-")), "")
     try:
         cmd.main(args=args, prog_name="meterbill", standalone_mode=False)
+        from catalog.lake import push_remote_lakes
+
+        push_remote_lakes()  # an s3:// lake: upload what the command wrote (nothing if it failed)
     except click_exc.NoArgsIsHelpError as e:  # plain `meterbill`: help, exit 0
         out.print(e.ctx.get_help())
         return 0
@@ -550,6 +553,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err.print(f"meterbill {verb}: failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}")
         return 1
+    finally:
+        from catalog.lake import forget_remote_lakes
+
+        forget_remote_lakes()
     return 0
 
 
