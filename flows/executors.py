@@ -97,6 +97,7 @@ def cluster_address(workers: int | None, address: str | None) -> str:
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                    env=env)
             _CLUSTERS[key] = cluster
+            atexit.register(close_clusters)  # after distributed's own handler, so it runs before it
         return cluster.scheduler_address
 
 
@@ -115,8 +116,6 @@ def close_clusters() -> None:
                 pass
         _CLUSTERS.clear()
 
-
-atexit.register(close_clusters)
 
 
 def task_runner(workers: int | None, address: str | None):

@@ -13,6 +13,14 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 LATER = "2026-12-02T06:00:00Z"  # November is final by then: frozen invoices, credits carried, alerts once
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_clusters():
+    yield
+    from flows.executors import close_clusters
+
+    close_clusters()
+
+
 @pytest.fixture(scope="module")
 def lakes(tmp_path_factory):
     base = make_lake(tmp_path_factory.mktemp("scaleout") / "local")
