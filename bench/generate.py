@@ -77,7 +77,10 @@ CATALOG = {
 }
 
 
-def write_catalog(lake: Path, start: dt.date) -> None:
+SUBSCRIPTION_START = dt.date(2026, 1, 1)  # fixed: landing a later day must not move the plans
+
+
+def write_catalog(lake: Path, start: dt.date = SUBSCRIPTION_START) -> None:
     cat = lake / "catalog"
     cat.mkdir(parents=True, exist_ok=True)
     for name, text in CATALOG.items():
@@ -166,7 +169,7 @@ def _chunk(n_good: int, first_id: int, t0_ms: int, t1_ms: int, rng: np.random.Ge
 def generate(lake: Path, n_events: int, start: dt.date, days: int, seed: int = 8,
              rows_per_file: int = ROWS_PER_FILE, prefix: str = "events", progress=print) -> dict:
     """Write the catalogue and ≈ n_events raw rows under <lake>/raw/; return the expected counts."""
-    write_catalog(lake, start)
+    write_catalog(lake)
     raw = lake / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

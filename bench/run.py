@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res), flush=True)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--events", type=int, nargs="*", default=[1_000_000, 10_000_000])
     ap.add_argument("--reuse", action="store_true", help="reuse generated files kept in --dir")
     ap.add_argument("--dir", default=str(ROOT / "bench" / "out" / "run"))
     ap.add_argument("--memory-limit", default="2GB")
