@@ -287,6 +287,10 @@ def bench_incremental(base: Path, per_day: int, args) -> dict:
         _generate(lake, days * per_day, start, days, rows_per_file=min(per_day * 10, 2_500_000))
     for p in (lake / "raw").glob("newday-*.parquet"):
         p.unlink()
+    # the catalogue as this version writes it, also on a reused lake (in a child: see _generate)
+    subprocess.run([PY, "-c", "import sys; sys.path.insert(0, '.'); from pathlib import Path; "
+                    f"from bench.generate import write_catalog; write_catalog(Path({str(lake)!r}))"],
+                   cwd=ROOT, check=True)
     fresh_warehouse(lake)
     env = {"METERBILL_MEMORY_LIMIT": args.memory_limit}
     as_of1 = (dt.datetime.combine(start + dt.timedelta(days=days), dt.time(), dt.timezone.utc)).isoformat()
