@@ -268,9 +268,8 @@ def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
 
     lk = open_lake(lake)
     open_catalog(lk)
-    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
     from flows.ingest import ingest_flow
-    t = parse_instant(as_of)
     rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days)
     out.print(_summary_line("ingest", rep))
 
@@ -288,9 +287,9 @@ def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: st
 
     lk = open_lake(lake)
     open_catalog(lk)
-    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
     from flows.meter import meter_flow
-    rep = meter_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), **_executor(executor, workers, dask_address))
+    rep = meter_flow(lake=str(lk.root), as_of=t.isoformat(), **_executor(executor, workers, dask_address))
     out.print(_summary_line("meter", rep))
 
 
@@ -301,10 +300,10 @@ def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str
 
     lk = open_lake(lake)
     cat = open_catalog(lk)
-    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
     from catalog import Lake
     from flows.bill import bill_flow
-    rep = bill_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), **_executor(executor, workers, dask_address))
+    rep = bill_flow(lake=str(lk.root), as_of=t.isoformat(), **_executor(executor, workers, dask_address))
     out.print(_summary_line("bill", rep))
     print_invoices(_latest_invoices(Lake(lk.root)), cat=cat)
 
@@ -327,9 +326,9 @@ def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
 
     lk = open_lake(lake)
     open_catalog(lk)
-    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
     from flows.alerts import alerts_flow
-    rep = alerts_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver,
+    rep = alerts_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver,
                       **_executor(executor, workers, dask_address))
     out.print(_summary_line("alerts", rep))
 
@@ -342,11 +341,11 @@ def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
 
     lk = open_lake(lake)
     open_catalog(lk)
-    parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
     ex = _executor(executor, workers, dask_address)
     from flows.run import run_flow
     with _run_logs():
-        rep = run_flow(lake=str(lk.root), as_of=parse_instant(as_of).isoformat(), deliver=not no_deliver, **ex)
+        rep = run_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver, **ex)
     print_run_summary(f"run as of {_when(rep['as_of'])}", rep)
 
 

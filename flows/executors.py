@@ -265,20 +265,11 @@ def meter_shard_task(lake: str, shard: int, shards: int, dates: list[str] | None
 def meter_sharded_flow(lake: str, as_of: str, shards: int) -> dict:
     """run_meter's incremental rule (flows/meter.py: watermark, dates to rebuild, state) with the
     hourly rows computed per customer shard."""
-    from flows.meter import _meters_signature, dates_to_rebuild
+    from flows.meter import meter_plan, record_watermark
 
     lk = Lake(lake)
     cat = load_catalog(lk.catalog_dir)
-    state = lk.read_state("meter")
-    sig = _meters_signature(cat)
-    watermark = None
-    if state and state.get("meters") == sig and lk.exists("usage_hourly"):
-        watermark = dt.datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
-        if watermark is None:
-            watermark = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    events = lk.scan("events")
-    top = events.select(pl.col("ingested_at").max()).collect().item()
-    dates = dates_to_rebuild(events, cat, watermark)
+    _, dates, top = meter_plan(lk, cat)
     if dates == []:
         summary = {"dates_rebuilt": 0, "rows": 0, "full": False}
     else:
@@ -296,7 +287,7 @@ def meter_sharded_flow(lake: str, as_of: str, shards: int) -> dict:
             shutil.rmtree(lk.tmp_dir / f"shards-{run}", ignore_errors=True)
         summary = {"dates_rebuilt": len(dates) if dates is not None else hourly["hour_date"].n_unique(),
                    "rows": hourly.height, "full": dates is None}
-    lk.write_state("meter", {"meters": sig, "watermark": top.isoformat() if top else None})
+    record_watermark(lk, cat, top)
     get_run_logger().info("meter (%d shards): %s", shards, summary)
     return summary
 

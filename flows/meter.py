@@ -80,17 +80,27 @@ def _polars_part(lk: Lake, cat: Catalog, events: pl.LazyFrame, dates: list[dt.da
     return hourly_usage(apply_cancellations(ev), slow, hours=hours)
 
 
-def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None, memory_limit: str | None = None) -> dict:
+def meter_plan(lk: Lake, cat: Catalog) -> tuple[pl.LazyFrame, list[dt.date] | None, dt.datetime | None]:
+    """(events, the dates to rebuild — None for all, [] for none —, the newest ingested_at).
+
+    A changed set of meters or a missing usage_hourly means a full rebuild; otherwise the dates
+    touched by events ingested after the recorded watermark."""
     state = lk.read_state("meter")
-    sig = _meters_signature(cat)
     watermark = None
-    if state and state.get("meters") == sig and lk.exists(TABLE):
-        watermark = dt.datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
-        if watermark is None:
-            watermark = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    if state and state.get("meters") == _meters_signature(cat) and lk.exists(TABLE):
+        watermark = (dt.datetime.fromisoformat(state["watermark"]) if state.get("watermark")
+                     else dt.datetime.min.replace(tzinfo=dt.timezone.utc))
     events = lk.scan("events")
     top = events.select(pl.col("ingested_at").max()).collect().item()
-    dates = dates_to_rebuild(events, cat, watermark)
+    return events, dates_to_rebuild(events, cat, watermark), top
+
+
+def record_watermark(lk: Lake, cat: Catalog, top: dt.datetime | None) -> None:
+    lk.write_state("meter", {"meters": _meters_signature(cat), "watermark": top.isoformat() if top else None})
+
+
+def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None, memory_limit: str | None = None) -> dict:
+    events, dates, top = meter_plan(lk, cat)
     if dates == []:
         summary = {"dates_rebuilt": 0, "rows": 0, "full": False}
     else:
@@ -98,7 +108,7 @@ def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None, memory_limit
         todo = _event_dates(events) if full else dates
         rows, written = _rebuild(lk, cat, events, todo, None if full else dates, memory_limit)
         summary = {"dates_rebuilt": written if full else len(dates), "rows": rows, "full": full}
-    lk.write_state("meter", {"meters": sig, "watermark": top.isoformat() if top else None})
+    record_watermark(lk, cat, top)
     if log:
         log(f"meter: {summary}")
     return summary
