@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
+from catalog.lake import duck, sql_str
+from catalog.schemas import DEC, DIMS, SCHEMAS, TS, empty
 from flows.common import parse_instant
-from transforms import billing
+from transforms import bill_inputs, billing
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
 
@@ -28,6 +31,33 @@ def all_periods(cat: Catalog, counting: pl.DataFrame, until: dt.datetime) -> lis
     return all_customer_periods(cat, until, first_event_times=first)
 
 
+def first_event_times(lk: Lake, as_of: dt.datetime, customers: set[str] | None = None) -> dict:
+    """customer_id -> time of the customer's first counting event before `as_of` (cancel records
+    and cancelled events left out). One DuckDB pass over three columns of the events."""
+    if not lk.exists("events"):
+        return {}
+    con = duck(lk)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        only = ""
+        if customers is not None:
+            con.register("shard_customers", pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
+            only = "AND customer_id IN (SELECT customer_id FROM shard_customers)"
+        src = f"read_parquet({sql_str(lk.table_glob('events'))}, hive_partitioning = false)"
+        q = f"""
+WITH ev AS (SELECT customer_id, meter_api_name, unique_id, event_time, coalesce(is_cancel, false) AS c
+            FROM {src} WHERE event_time < TIMESTAMPTZ '{as_of.isoformat()}' {only}),
+     cancels AS (SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM ev WHERE c)
+SELECT customer_id, min(event_time) AS t FROM ev
+WHERE NOT c AND NOT EXISTS (SELECT 1 FROM cancels x WHERE x.customer_id = ev.customer_id
+      AND x.meter_api_name = ev.meter_api_name AND x.unique_id = ev.unique_id AND x.event_time = ev.event_time)
+GROUP BY customer_id"""
+        df = con.sql(q).pl()
+    finally:
+        con.close()
+    return {c: t.astimezone(dt.timezone.utc) for c, t in df.iter_rows()}
+
+
 def frozen_state(lk: Lake) -> FrozenState:
     inv = lk.read("invoices")
     final = inv.filter(pl.col("status") == "final")
@@ -36,28 +66,108 @@ def frozen_state(lk: Lake) -> FrozenState:
     return FrozenState(invoices=final, line_items=lines, credit_ledger=ledger)
 
 
-def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None) -> dict[str, pl.DataFrame]:
+def _event_columns(lf: pl.LazyFrame) -> pl.LazyFrame:
+    return lf.select("customer_id", "meter_api_name", "meter_value", "event_time", "unique_id", "dimensions",
+                     "is_cancel")
+
+
+def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list,
+                    customers: set[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(counting rows, cancel records) for billing, from usage_hourly plus the few events it cannot
+    stand for (transforms/bill_inputs.py). usage_hourly must be up to date (`ensure_metered`)."""
+    pf = billing.periods_frame(periods)
+    cut = bill_inputs.floor_hour(as_of)
+    frag = bill_inputs.fragment_hours(pf, as_of)
+    mine = pl.col("customer_id").is_in(sorted(customers)) if customers is not None else pl.lit(True)
+    before = pl.col("event_time") < as_of
+    events = lk.scan("events")
+    # real events: the meters that need them, and the additive meters' cut hours
+    slow = bill_inputs.event_meters(cat)
+    parts = []
+    if slow:
+        parts.append(_event_columns(events.filter(mine & before & pl.col("meter_api_name").is_in(slow))).collect())
+    dates = sorted({h.date() for h in frag["hour"].to_list()} | ({cut.date()} if cut < as_of else set()))
+    files = lk.partition_files("events", dates) if lk.exists("events") else []
+    if files:
+        hour = pl.col("event_time").dt.truncate("1h")
+        cut_rows = (hour == cut) if cut < as_of else pl.lit(False)
+        in_frag = pl.struct("customer_id", hour.alias("hour")).is_in(
+            frag.select(pl.struct("customer_id", "hour")).to_series().implode()) if frag.height else pl.lit(False)
+        lf = pl.scan_parquet(files, schema={k: v for k, v in SCHEMAS["events"].items() if k != "event_date"})
+        parts.append(_event_columns(lf.filter(mine & before & ~pl.col("meter_api_name").is_in(slow)
+                                              & (cut_rows | in_frag))).collect())
+    raw = pl.concat(parts) if parts else _event_columns(empty("events").lazy()).collect()
+    real = apply_cancellations(raw)
+    # the pre-aggregated buckets of every other hour
+    pseudo = None
+    if lk.exists("usage_hourly"):
+        con = duck(lk)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("meter_types", pa.table({"meter_api_name": pa.array(list(cat.meters), pa.string()),
+                                                  "type": pa.array([m.type for m in cat.meters.values()], pa.string())}))
+            con.register("periods", pf.select("customer_id", "start", "end").to_arrow())
+            con.register("frag", frag.to_arrow())
+            if customers is not None:
+                con.register("shard_customers", pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
+            src = (f"read_parquet({sql_str(lk.table_glob('usage_hourly'))}, hive_partitioning = false, "
+                   "union_by_name = true)")
+            pseudo = con.sql(bill_inputs.pseudo_events_sql(src, cut_hour=cut, shard=customers is not None)).pl()
+        finally:
+            con.close()
+    if pseudo is None:
+        pseudo = pl.DataFrame(schema={"customer_id": pl.String, "meter_api_name": pl.String, "meter_value": DEC,
+                                      "event_time": TS, "dimensions": DIMS, "_w": pl.Int64})
+    count_meters = {n for n, m in cat.meters.items() if m.type == "count"}
+    counting = bill_inputs.counting_frame(pseudo, real, count_meters)
+    # every cancel record (reconciliation counts them per item and period)
+    cancels = _event_columns(events.filter(mine & before & pl.col("is_cancel").fill_null(False))).collect()
+    return counting, cancels
+
+
+def event_counting(lk: Lake, as_of: dt.datetime, customers: set[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(counting events, cancel records) straight from every event: the reference path."""
+    lf = lk.scan("events").filter(pl.col("event_time") < as_of)
+    if customers is not None:
+        lf = lf.filter(pl.col("customer_id").is_in(sorted(customers)))
+    events = lf.collect()
+    return apply_cancellations(events), events.filter(pl.col("is_cancel").fill_null(False))
+
+
+def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None,
+                source: str = "hourly") -> dict[str, pl.DataFrame]:
     """The five billing tables as of `as_of`; with `customers`, only theirs (a shard, see
-    flows/executors.py: every billing rule is per customer, so a shard's rows are exact)."""
-    if customers is None:
-        events = lk.read("events").filter(pl.col("event_time") < as_of)
-        frozen = frozen_state(lk)
-    else:
+    flows/executors.py: every billing rule is per customer, so a shard's rows are exact).
+
+    source "hourly" (the default) reads usage from usage_hourly (which must be up to date, see
+    `ensure_metered`) and only the events it cannot stand for; "events" reads every event (the
+    reference the tests compare it with)."""
+    fz = frozen_state(lk)
+    if customers is not None:
         mine = pl.col("customer_id").is_in(sorted(customers))
-        events = lk.scan("events").filter(mine & (pl.col("event_time") < as_of)).collect()
-        fz = frozen_state(lk)
-        frozen = FrozenState(invoices=fz.invoices.filter(mine), line_items=fz.line_items.filter(mine),
-                             credit_ledger=fz.credit_ledger.filter(mine))
-    counting = apply_cancellations(events)
-    periods = all_periods(cat, counting, as_of)
+        fz = FrozenState(invoices=fz.invoices.filter(mine), line_items=fz.line_items.filter(mine),
+                         credit_ledger=fz.credit_ledger.filter(mine))
+    if source == "events":
+        counting, cancels = event_counting(lk, as_of, customers)
+        periods = all_periods(cat, counting, as_of)
+        pcat = cat
+    elif source == "hourly":
+        first = first_event_times(lk, as_of, customers) if cat.settings.default_plan_id else {}
+        periods = all_customer_periods(cat, as_of, first_event_times=first)
+        if customers is not None:
+            periods = [p for p in periods if p.customer_id in customers]
+        counting, cancels = hourly_counting(lk, cat, as_of, periods, customers)
+        pcat = bill_inputs.counting_catalog(cat)
+    else:
+        raise ValueError(f"source must be 'hourly' or 'events', got {source!r}")
     if customers is not None:
         periods = [p for p in periods if p.customer_id in customers]
-    usage = billing.line_usage(cat, counting, periods, as_of)
-    rewards = billing.reward_usage(cat, counting, periods, as_of) if cat.rewards else None
-    result = build_invoices(cat, periods, usage, as_of, frozen=frozen, reward_usage=rewards)
-    unbilled = pl.concat([result.unbilled_usage, billing.unbilled_usage(cat, counting, periods, as_of)],
+    usage = billing.line_usage(pcat, counting, periods, as_of)
+    rewards = billing.reward_usage(pcat, counting, periods, as_of) if cat.rewards else None
+    result = build_invoices(cat, periods, usage, as_of, frozen=fz, reward_usage=rewards)
+    unbilled = pl.concat([result.unbilled_usage, billing.unbilled_usage(pcat, counting, periods, as_of)],
                          how="vertical_relaxed")
-    rec = billing.reconciliation(cat, events, counting, periods, usage, result.line_items)
+    rec = billing.reconciliation(pcat, cancels, counting, periods, usage, result.line_items)
     tables = {
         "invoices": result.invoices, "line_items": result.line_items, "credit_ledger": result.credit_ledger,
         "unbilled_usage": unbilled, "reconciliation": rec,
@@ -65,6 +175,16 @@ def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] 
     if customers is not None:
         tables = {k: v.filter(pl.col("customer_id").is_in(sorted(customers))) for k, v in tables.items()}
     return tables
+
+
+def ensure_metered(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict | None:
+    """Bring usage_hourly up to date when events arrived since the last meter run (billing reads it)."""
+    from flows.meter import meter_plan, run_meter
+
+    _, dates, _ = meter_plan(lk, cat)
+    if dates == []:
+        return None
+    return run_meter(lk, cat, as_of, log=log)
 
 
 def bill_summary(tables: dict[str, pl.DataFrame]) -> dict:
@@ -79,6 +199,7 @@ def bill_summary(tables: dict[str, pl.DataFrame]) -> dict:
 
 
 def run_bill(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
+    ensure_metered(lk, cat, as_of, log=log)
     tables = bill_tables(lk, cat, as_of)
     lk.write_tables(tables)
     summary = bill_summary(tables)

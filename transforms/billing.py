@@ -244,12 +244,14 @@ def reconciliation(cat: Catalog, all_events: pl.DataFrame, counting: pl.DataFram
     has_filter = any(cat.product_items[pid].filter for pid in items["product_item_id"].to_list())
     cols = ["customer_id", "meter_api_name", "event_time", *(["dimensions"] if has_filter else [])]
     cancels = all_events.filter(cancel_flag(all_events.columns))
-    ev = pl.concat([counting.select(cols).with_columns(pl.lit(False).alias("_cancel")),
-                    cancels.select(cols).with_columns(pl.lit(True).alias("_cancel"))])
+    # a counting row stands for `_w` events when it is a pre-aggregated bucket (transforms.bill_inputs)
+    weight = pl.col("_w") if "_w" in counting.columns else pl.lit(1, dtype=pl.Int64)
+    ev = pl.concat([counting.select(*cols, weight.cast(pl.Int64).alias("_w")).with_columns(pl.lit(False).alias("_cancel")),
+                    cancels.select(*cols, pl.lit(1, dtype=pl.Int64).alias("_w")).with_columns(pl.lit(True).alias("_cancel"))])
     matched = (in_periods(ev, pf).join(items, on=["plan_id", "meter_api_name"], how="inner")
                .filter(_item_filter(cat, items["product_item_id"].to_list())))
     counts = matched.group_by(keys).agg(
-        (~pl.col("_cancel")).sum().cast(pl.Int64).alias("events_accepted"),
+        pl.col("_w").filter(~pl.col("_cancel")).sum().cast(pl.Int64).alias("events_accepted"),
         pl.col("_cancel").sum().cast(pl.Int64).alias("events_cancelled"))
     used = usage.group_by(keys).agg(pl.col("quantity").sum().alias("usage_quantity"))
     billed = (line_items.filter(pl.col("kind") == "usage")
