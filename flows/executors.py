@@ -167,6 +167,8 @@ def bill_sharded_flow(lake: str, as_of: str, shards: int) -> dict:
 
     run = uuid.uuid4().hex
     lk = Lake(lake)
+    # shards bill from usage_hourly: bring it up to date first (events ingested since the last meter run)
+    ensure_metered(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), log=get_run_logger().info)
     try:
         futures = bill_shard_task.map(lake, as_of, list(range(shards)), shards, run)
         results = [f.result() for f in futures]  # every shard, before anything is written
