@@ -163,7 +163,7 @@ def bill_shard_task(lake: str, as_of: str, shard: int, shards: int, run: str) ->
 
 @flow(name="bill-sharded")
 def bill_sharded_flow(lake: str, as_of: str, shards: int) -> dict:
-    from flows.bill import bill_summary
+    from flows.bill import bill_summary, ensure_metered
 
     run = uuid.uuid4().hex
     lk = Lake(lake)
