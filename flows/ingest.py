@@ -62,9 +62,14 @@ from catalog.schemas import conform
 from flows.common import UsageError, open_catalog, open_lake, parse_instant
 from transforms.ingest.dedupe import create_seen_sql, events_sql, remember_sql, winners_sql
 from transforms.ingest.formats import SUPPORTED, Format, detect_format
-from transforms.ingest.normalize import normalize_sql, prepare
-from transforms.ingest.pipeline import candidates, ingest_batch, quarantine_rows, unreadable_row
-from transforms.ingest.readers import DEFAULT_BATCH_ROWS, CsvNeedsRecordParser, UnreadableFile, read_batches
+from transforms.ingest.normalize import normalize_sql, prepare, typed_parquet
+from transforms.ingest.pipeline import (
+    CANDIDATE_DDL, SCRATCH_PARQUET as _SCRATCH_PARQUET, candidates, ingest_batch, quarantine_rows, stage_typed_parquet,
+    unreadable_row,
+)
+from transforms.ingest.readers import (
+    DEFAULT_BATCH_ROWS, CsvNeedsRecordParser, UnreadableFile, parquet_file, read_batches,
+)
 from transforms.ingest.report import (
     STATUS_INGESTED, STATUS_SKIPPED, STATUS_UNREADABLE, FileResult, IngestReport,
 )
@@ -75,7 +80,7 @@ __all__ = ["FileResult", "IngestReport", "IngestRun", "ingest_flow", "run_ingest
 GROUP_BYTES = 256 << 20  # raw bytes per batch of files (one Prefect task, one dedup pass)
 GROUP_FILES = 500
 SEEN = "dd.seen"
-_SCRATCH_PARQUET = {"compression": "lz4", "statistics": False}  # staged files live for one run
+CAND = "cand"  # the group's candidate events (a temp table: spills to the run's scratch folder)
 
 # reading a file failed: the file is unreadable (any other exception is a bug and stops the run)
 _READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -259,7 +264,7 @@ class IngestRun:
         self._group_calls += 1
         todo = [s for s in seqs if self.results[s].status != STATUS_SKIPPED]
         if todo:
-            self._connect()
+            self._connect().execute(f"CREATE OR REPLACE TEMP TABLE {CAND} ({CANDIDATE_DDL})")
         for s in todo:
             f, r = self.files[s], self.results[s]
             if f.fmt is None:
@@ -286,14 +291,15 @@ class IngestRun:
         except _NOT_THE_FILE:
             raise
         except _READ_ERRORS as e:
+            self._clear_staged(f)
             shutil.rmtree(self._file_dir(f), ignore_errors=True)
             self._unreadable(f, r, _one_line(e).replace(str(f.path), f"raw/{f.source_file}"))
 
     def _stage_file(self, f: RawFile, r: FileResult, csv_engine: str) -> None:
         """Read, validate and stage one file (starting over: what a previous try staged goes)."""
-        fdir = self._file_dir(f)
-        for old in fdir.iterdir():
-            old.unlink()
+        fdir = self._clear_staged(f)
+        if f.fmt.kind == "parquet" and self._stage_typed(f, r, fdir):
+            return
         rows = valid = quarantined = 0
         reasons: Counter[str] = Counter()
         ctf_sql = None
@@ -305,8 +311,11 @@ class IngestRun:
                 v = ingest_batch(self.con, b, self.rules, ctf_sql)
                 rows += b.table.num_rows
                 if v.accepted.height:
-                    candidates(v.accepted, f.seq, f.source_file, self.ingested_at).write_parquet(
-                        fdir / f"cand-{k:05d}.parquet", **_SCRATCH_PARQUET)
+                    self.con.register("__cand", candidates(v.accepted, f.seq, f.source_file, self.ingested_at).to_arrow())
+                    try:
+                        self.con.execute(f"INSERT INTO {CAND} SELECT * FROM __cand")
+                    finally:
+                        self.con.unregister("__cand")
                     valid += v.accepted.height
                 if v.rejected.height:
                     quarantine_rows(v.rejected, f.source_file, self.ingested_at).write_parquet(
@@ -319,6 +328,36 @@ class IngestRun:
         self._valid[f.seq] = valid
         self._reasons.update(reasons)
 
+    def _stage_typed(self, f: RawFile, r: FileResult, fdir: Path) -> bool:
+        """A Parquet file on the typed path (normalize.typed_parquet); False: not such a file, or
+        DuckDB could not read it (the general path then reads it, and words any error as before)."""
+        with parquet_file(f.path, f.fmt.gzip, fdir) as (path, pf):
+            schema = pf.schema_arrow
+            plan = typed_parquet(list(schema.names), list(schema.types))
+            if plan is None:
+                return False
+            try:
+                st = stage_typed_parquet(self.con, plan, path, self.rules, file_seq=f.seq, source_file=f.source_file,
+                                         ingested_at=self.ingested_at, out_dir=fdir, cand=CAND)
+            except _NOT_THE_FILE:
+                raise
+            except duckdb.Error:
+                self._clear_staged(f, keep=path.name)
+                return False
+        r.rows_read, r.quarantined = st.rows, st.quarantined
+        self._valid[f.seq] = st.valid
+        self._reasons.update(st.reasons)
+        return True
+
+    def _clear_staged(self, f: RawFile, keep: str | None = None) -> Path:
+        """Drop what a file had staged (its candidates, its scratch files but `keep`); its folder."""
+        self.con.execute(f"DELETE FROM {CAND} WHERE file_seq = {int(f.seq)}")
+        fdir = self._file_dir(f)
+        for old in fdir.iterdir():
+            if old.name != keep:
+                old.unlink()
+        return fdir
+
     def _unreadable(self, f: RawFile, r: FileResult, why: str) -> None:
         r.status, r.error = STATUS_UNREADABLE, why
         r.rows_read = r.accepted = r.duplicates = r.quarantined = 0
@@ -327,14 +366,12 @@ class IngestRun:
 
     def _dedupe(self, seqs: list[int]) -> None:
         """Deduplicate the group's candidates; write the winners as events partitions (staged)."""
-        cands = [p for s in seqs for p in sorted((self.stage / "files" / f"{s:06d}").glob("cand-*.parquet"))]
         for s in seqs:
             self.results[s].accepted, self.results[s].duplicates = 0, self._valid.get(s, 0)
-        if not cands:
+        if not any(self._valid.get(s, 0) for s in seqs):
             return
         con = self.con
-        con.execute(f"CREATE OR REPLACE TEMP VIEW cand AS SELECT * FROM read_parquet({_paths(cands)})")
-        dates = [d for (d,) in con.sql("SELECT DISTINCT event_date FROM cand").fetchall()]
+        dates = [d for (d,) in con.sql(f"SELECT DISTINCT event_date FROM {CAND}").fetchall()]
         new_dates = sorted(d for d in dates if d not in self._loaded_dates)
         existing = self.lk.partition_files("events", new_dates)
         if existing:  # keys already taken on these dates (only these partitions are read)
@@ -343,7 +380,7 @@ class IngestRun:
         self._groups += 1
         out = self.stage / "events" / f"g{self._groups:05d}"
         out.parent.mkdir(exist_ok=True)
-        con.execute(f"COPY ({events_sql('(' + winners_sql('cand', SEEN) + ')')}) TO {sql_str(out)} "
+        con.execute(f"COPY ({events_sql('(' + winners_sql(CAND, SEEN) + ')')}) TO {sql_str(out)} "
                     "(FORMAT parquet, PARTITION_BY (event_date), FILENAME_PATTERN 'part-{i}')")
         written = sorted(out.glob("*/*.parquet")) if out.is_dir() else []
         if not written:

@@ -25,6 +25,7 @@ import gzip
 import io
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress, islice
 from pathlib import Path
@@ -263,7 +264,10 @@ def _read_json_document(path: Path, gz: bool, batch_rows: int, con: duckdb.DuckD
 # ---------------------------------------------------------------- Parquet
 
 
-def _read_parquet(path: Path, gz: bool, batch_rows: int, scratch_dir: Path | None) -> Iterator[RawBatch]:
+@contextmanager
+def parquet_file(path: Path, gz: bool, scratch_dir: Path | None) -> Iterator[tuple[Path, pq.ParquetFile]]:
+    """A Parquet file opened by pyarrow (a `.parquet.gz` is unpacked into `scratch_dir` first):
+    its plain path and the open file; UnreadableFile if it is not Parquet."""
     if gz:
         if scratch_dir is None:
             raise ValueError("reading .parquet.gz needs a scratch folder")
@@ -272,10 +276,21 @@ def _read_parquet(path: Path, gz: bool, batch_rows: int, scratch_dir: Path | Non
             shutil.copyfileobj(src, dst, 1 << 20)
         path = plain
     try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:
-        raise UnreadableFile(f"not a Parquet file: {e}") from None
-    try:
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:
+            raise UnreadableFile(f"not a Parquet file: {e}") from None
+        try:
+            yield Path(path), pf
+        finally:
+            pf.close()
+    finally:
+        if gz:
+            Path(path).unlink(missing_ok=True)
+
+
+def _read_parquet(path: Path, gz: bool, batch_rows: int, scratch_dir: Path | None) -> Iterator[RawBatch]:
+    with parquet_file(path, gz, scratch_dir) as (_, pf):
         schema = pf.schema_arrow
         names, types = list(schema.names), list(schema.types)
         cols = [f"c{i}" for i in range(len(names))]
@@ -287,7 +302,3 @@ def _read_parquet(path: Path, gz: bool, batch_rows: int, scratch_dir: Path | Non
             done += rb.num_rows
             t = pa.Table.from_batches([rb]).rename_columns(cols)
             yield RawBatch("parquet", t.add_column(0, "__rn", rn), names, types)
-    finally:
-        pf.close()
-        if gz:
-            Path(path).unlink(missing_ok=True)

@@ -198,9 +198,10 @@ PARSED_COLUMNS: dict[str, pl.DataType] = {
 }
 
 
-# the columns the schema declares: those the checks hang on, and the typed values that become events
-SCHEMA_COLUMNS = ("row_number", "meter_value", "time_text", "dims_error", "p_value", "p_ts", "dims",
-                  "dedup_key", "event_date", "is_cancel")
+# the columns the schema declares: those the checks hang on, and the typed values they check
+# (the events-only columns, dedup_key, event_date and is_cancel, are typed by the candidate
+# table; the typed Parquet path never brings them into Python)
+SCHEMA_COLUMNS = ("row_number", "meter_value", "time_text", "dims_error", "p_value", "p_ts", "dims")
 
 
 def _schema(rules: Rules) -> pa.DataFrameSchema:
@@ -287,11 +288,13 @@ class Validated:
     rejected: pl.DataFrame  # parsed rows that fail, with `reason` and `detail`
 
 
-def validate(df: pl.DataFrame, rules: Rules) -> Validated:
-    """Split a parsed batch into accepted and rejected records (one reason each)."""
+def validate(df: pl.DataFrame, rules: Rules, keep_accepted: bool = True) -> Validated:
+    """Split a parsed batch into accepted and rejected records (one reason each);
+    `keep_accepted=False`: the caller needs only the rejected ones (`accepted` is left empty)."""
     try:
         rules.schema.validate(df, lazy=True)
-        return Validated(df, df.clear().with_columns(reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String)))
+        return Validated(df if keep_accepted else df.clear(),
+                         df.clear().with_columns(reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String)))
     except pa.errors.SchemaErrors as err:
         fc = err.failure_cases
     known = pl.col("check").is_in(list(CHECK_PRECEDENCE)) & pl.col("index").is_not_null()
@@ -309,5 +312,5 @@ def validate(df: pl.DataFrame, rules: Rules) -> Validated:
     row = pl.int_range(pl.len(), dtype=pl.Int64)
     bad = df.filter(row.is_in(idx.implode())).with_columns(worst["reason"])
     bad = bad.with_columns(field=_field(rules)).with_columns(detail=_detail(rules)).drop("field")
-    good = df.filter(~row.is_in(idx.implode()))
+    good = df.filter(~row.is_in(idx.implode())) if keep_accepted else df.clear()
     return Validated(good, bad)
