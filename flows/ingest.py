@@ -52,6 +52,7 @@ import flows  # noqa: F401  (Prefect environment before prefect is imported)
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE as NO_CACHE
@@ -79,6 +80,20 @@ __all__ = ["FileResult", "IngestReport", "IngestRun", "ingest_flow", "run_ingest
 
 GROUP_BYTES = 256 << 20  # raw bytes per batch of files (one Prefect task, one dedup pass)
 GROUP_FILES = 500
+# records per batch of files: the group's candidates sit in a DuckDB table (≈ 300 bytes a row
+# uncompressed), which must fit the memory limit; Parquet compresses ~10x, so bytes alone let a
+# 256 MB group hold 25M records (it spilled, and RSS passed 2.5 GB at 10M events)
+GROUP_ROWS = 3_000_000
+
+
+def _estimated_rows(path: Path, fmt: Format | None, size: int) -> int:
+    """Records in a raw file: from the footer for plain Parquet, else ~100 bytes a record."""
+    if fmt is not None and fmt.kind == "parquet" and not fmt.gzip:
+        try:
+            return pq.read_metadata(path).num_rows
+        except Exception:  # unreadable: the read says why, later
+            return 0
+    return size // 100
 SEEN = "dd.seen"
 CAND = "cand"  # the group's candidate events (a temp table: spills to the run's scratch folder)
 
@@ -226,14 +241,19 @@ class IngestRun:
             self.stage = self.lk.stage_dir(f"ingest-{self.run_id}")
         groups: list[list[int]] = []
         cur: list[int] = []
-        size = 0
+        size = rows = 0
         for f, r in zip(self.files, self.results):
+            est = _estimated_rows(f.path, f.fmt, f.size) if r.status != STATUS_SKIPPED else 0
+            if cur and rows and rows + est > GROUP_ROWS:
+                groups.append(cur)
+                cur, size, rows = [], 0, 0
             cur.append(f.seq)
             if r.status != STATUS_SKIPPED:
                 size += f.size
+                rows += est
             if size >= self.group_bytes or len(cur) >= GROUP_FILES:
                 groups.append(cur)
-                cur, size = [], 0
+                cur, size, rows = [], 0, 0
         if cur:
             groups.append(cur)
         self._planned_groups = len(groups)
