@@ -11,6 +11,9 @@
 
 Prefect tasks are one per billing segment: the alert steps up to a billing instant, the bill at
 it, the alerts right after it. A segment is retried with backoff (every step is idempotent).
+`--executor dask` runs the meter step and every replay step on customer shards
+(flows/executors.py; a step is a bill-sharded or alerts-sharded subflow of its segment's task);
+ingest stays local.
 Progress: a Prefect progress artifact (`backfill-progress`), and `PROGRESS_HOOK` for the CLI's
 bar. At the end, the `backfill-report` markdown artifact and the `invoices` table.
 
@@ -100,8 +103,12 @@ def plan_segments(bills: list[dt.datetime], alert_days: list[dt.datetime]) -> li
 @task(name="backfill-segment", task_run_name="backfill-to-{label}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
 def segment_task(lake: str, steps: list[tuple[str, str]], deliver: bool, label: str, done_before: int,
-                 total: int) -> dict:
-    """One billing segment: alert steps, the bill at its closing instant, alerts right after it."""
+                 total: int, executor: str = "local", workers: int | None = None,
+                 dask_address: str | None = None) -> dict:
+    """One billing segment: alert steps, the bill at its closing instant, alerts right after it.
+
+    With executor "dask" each step runs on customer shards (flows/executors.py: the bill-sharded
+    and alerts-sharded flows, as subflows of this task), locally otherwise."""
     from flows.alerts import run_alerts
     from flows.bill import run_bill
 
@@ -112,8 +119,17 @@ def segment_task(lake: str, steps: list[tuple[str, str]], deliver: bool, label: 
     for i, (t, what) in enumerate(steps, 1):
         at = parse_instant(t)
         if what == BILL:
-            bill = run_bill(lk, cat, at)
+            if executor == "dask":
+                from flows.executors import bill_sharded
+
+                bill = bill_sharded(lake, at.isoformat(), workers, dask_address)
+            else:
+                bill = run_bill(lk, cat, at)
             log.info("bill as of %s: %d invoices (%d final, %d draft)", t, bill["invoices"], bill["final"], bill["draft"])
+        elif executor == "dask":
+            from flows.executors import alerts_sharded
+
+            fired += alerts_sharded(lake, at.isoformat(), deliver, workers, dask_address)["fired"]
         else:
             fired += run_alerts(lk, cat, at, deliver)["fired"]
         _progress(done_before + i, total, f"{what} as of {at:%Y-%m-%d %H:%M}")
@@ -173,7 +189,7 @@ def backfill_flow(start: str, end: str, lake: str | None = None, deliver: bool =
         for seg in segments:
             close = seg[-1][0]
             res = segment_task(root, [(t.isoformat(), what) for t, what in seg], deliver, f"{close:%Y-%m-%d-%H%M}",
-                               done, total)
+                               done, total, **ex)
             done += len(seg)
             fired += res["fired"]
             bill = res["bill"] or bill
