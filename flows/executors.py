@@ -3,13 +3,25 @@
 Every metering, billing and alert rule is per customer, so the work is cut by customer: a stable
 hash of `customer_id` (first 8 bytes of its SHA-1, mod N — never Python's salted `hash()`) puts
 each customer in one of N shards. A shard task is coarse (one shard × one stage), takes the lake
-path and its shard index (never frames), computes its customers' rows with the same functions as
-the local path (`flows.bill.bill_tables`, `flows.alerts.values_all`, `transforms.metering`) and
-writes them as Parquet to a staging folder of the lake (`warehouse/.tmp/shards-<run>/`). The reduce
-awaits every mapped future (`.result()`: a failed shard fails the flow, nothing is written), only
-concatenates, and writes the tables with the lake's atomic writes. Alerts: shards compute the
-metric values per customer; the reduce evaluates them (an `all_customers` alert needs the sum over
-every shard; values are one row per customer × window, small).
+path and its shard index (never frames) and computes its customers' rows with the same functions
+as the local path. The reduce, in the flow process, awaits every mapped future (`.result()`: a
+failed shard fails the flow, nothing is written) before it touches a table.
+
+* meter (`meter_shards`): the flow process plans as `run_meter` does (watermark, dates to
+  rebuild); each shard runs `flows.meter.stage_usage` for its customers — DuckDB per event_date
+  partition for the additive meters, Polars for the others — and writes its own
+  `hour_date=<d>/part-{0,1}-shard<i>.parquet` files (scratch name, then rename) into one staging
+  folder `warehouse/.tmp/meter-shards-<run>/`; the flow process then swaps the partitions in with
+  `flows.meter.swap_staged` (the local path's swap). No usage row passes through the parent.
+* bill: the sharded meter first if events arrived since the last one (shards bill from
+  usage_hourly); shards run `flows.bill.bill_tables` and write Parquet to
+  `warehouse/.tmp/shards-<run>/`; the reduce concatenates and writes the five tables together.
+* alerts: shards compute the metric values per customer (`flows.alerts.values_all`); the reduce
+  evaluates them (an `all_customers` alert needs the sum over every shard; values are one row
+  per customer × window, small).
+* backfill (flows/backfill.py): the meter step and each replay step (bill or alerts at one
+  instant) through the flows here, as subflows of the segment's task.
+* ingest is not sharded.
 
 Cluster: `--workers N` starts one temporary `distributed.LocalCluster` of N worker processes
 (one thread each) per process, shared by the stages of a run and closed at exit; `--dask-address`
@@ -34,6 +46,7 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
+from prefect.utilities.annotations import unmapped
 
 from catalog import Lake, load_catalog
 from catalog.schemas import conform
@@ -163,12 +176,15 @@ def bill_shard_task(lake: str, as_of: str, shard: int, shards: int, run: str) ->
 
 @flow(name="bill-sharded")
 def bill_sharded_flow(lake: str, as_of: str, shards: int) -> dict:
-    from flows.bill import bill_summary, ensure_metered
+    from flows.bill import bill_summary
+    from flows.meter import meter_plan
 
     run = uuid.uuid4().hex
     lk = Lake(lake)
-    # shards bill from usage_hourly: bring it up to date first (events ingested since the last meter run)
-    ensure_metered(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), log=get_run_logger().info)
+    # shards bill from usage_hourly: bring it up to date first (events ingested since the last
+    # meter run), on the same shards (flows.bill.ensure_metered's rule, sharded)
+    if meter_plan(lk, load_catalog(lk.catalog_dir))[1] != []:
+        get_run_logger().info("meter (%d shards): %s", shards, meter_shards(lake, shards))
     try:
         futures = bill_shard_task.map(lake, as_of, list(range(shards)), shards, run)
         results = [f.result() for f in futures]  # every shard, before anything is written
@@ -243,53 +259,51 @@ def alerts_sharded(lake: str, as_of: str, deliver: bool, workers: int | None, ad
 
 @task(name="meter-shard", task_run_name="meter-shard-{shard}-of-{shards}", cache_policy=NO_CACHE, retries=1,
       retry_delay_seconds=2)
-def meter_shard_task(lake: str, shard: int, shards: int, dates: list[str] | None, run: str) -> str:
-    """Hourly usage of one shard's customers, for `dates` (None: every date), by the reference
-    formula `transforms.metering.hourly_usage` (exact per customer, stateful meters included)."""
-    from catalog.config import STATEFUL_TYPES
-    from transforms.metering import apply_cancellations, hourly_usage
+def meter_shard_task(lake: str, shard: int, shards: int, todo: list[str], dates: list[str] | None,
+                     stage: str) -> int:
+    """Hourly usage of one shard's customers for the event dates `todo` (`dates`: the dates being
+    rebuilt, None for all), written as `hour_date=<d>/part-{0,1}-shard<i>.parquet` files into the
+    shared staging folder `stage` by the local path's own code (`flows.meter.stage_usage`: DuckDB
+    per event_date partition for the additive meters, Polars for the others). Returns the rows."""
+    from flows.meter import stage_usage
 
     lk = Lake(lake)
     cat = load_catalog(lk.catalog_dir)
     customers = shard_customers(lk, cat, shard, shards)
-    events = lk.scan("events").filter(pl.col("customer_id").is_in(sorted(customers)))
-    days = None if dates is None else [dt.date.fromisoformat(d) for d in dates]
-    if days is not None:
-        # stateless meters: only the dates being rebuilt; stateful ones: their whole history
-        stateful = sorted(n for n, m in cat.meters.items() if m.type in STATEFUL_TYPES)
-        events = events.filter(pl.col("event_date").is_in(days) | pl.col("meter_api_name").is_in(stateful))
-    hours = None if days is None else pl.DataFrame({"hour_date": days}, schema={"hour_date": pl.Date})
-    hourly = hourly_usage(apply_cancellations(events.collect()), cat.meters, hours=hours)
-    return _write_staged(_stage(lake, run), f"meter-{shard}", conform("usage_hourly", hourly))
+    days = [dt.date.fromisoformat(d) for d in todo]
+    rebuilt = None if dates is None else [dt.date.fromisoformat(d) for d in dates]
+    return stage_usage(lk, cat, Path(stage), days, rebuilt, customers=customers, tag=f"-shard{shard}")
+
+
+def meter_shards(lake: str, shards: int) -> dict:
+    """run_meter's incremental rule (flows/meter.py: watermark, dates to rebuild, state) with the
+    rows staged by customer shard tasks (mapped on the current flow's task runner) and the
+    partitions swapped in here once every shard has finished."""
+    from flows.meter import meter_plan, rebuild_dates, record_watermark, swap_staged
+
+    lk = Lake(lake)
+    cat = load_catalog(lk.catalog_dir)
+    events, dates, top = meter_plan(lk, cat)
+    if dates == []:
+        summary = {"dates_rebuilt": 0, "rows": 0, "full": False}
+    else:
+        stage = lk.stage_dir(f"meter-shards-{uuid.uuid4().hex}")
+        try:
+            todo = [d.isoformat() for d in rebuild_dates(events, dates)]
+            iso = None if dates is None else [d.isoformat() for d in dates]
+            futures = meter_shard_task.map(lake, list(range(shards)), shards, unmapped(todo), unmapped(iso), str(stage))
+            rows = sum(f.result() for f in futures)  # every shard, before anything is swapped in
+            written = swap_staged(lk, stage, dates)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        summary = {"dates_rebuilt": written if dates is None else len(dates), "rows": rows, "full": dates is None}
+    record_watermark(lk, cat, top)
+    return summary
 
 
 @flow(name="meter-sharded")
 def meter_sharded_flow(lake: str, as_of: str, shards: int) -> dict:
-    """run_meter's incremental rule (flows/meter.py: watermark, dates to rebuild, state) with the
-    hourly rows computed per customer shard."""
-    from flows.meter import meter_plan, record_watermark
-
-    lk = Lake(lake)
-    cat = load_catalog(lk.catalog_dir)
-    _, dates, top = meter_plan(lk, cat)
-    if dates == []:
-        summary = {"dates_rebuilt": 0, "rows": 0, "full": False}
-    else:
-        run = uuid.uuid4().hex
-        try:
-            iso = None if dates is None else [d.isoformat() for d in dates]
-            futures = meter_shard_task.map(lake, list(range(shards)), shards, iso, run)
-            paths = [f.result() for f in futures]
-            hourly = _gather([{"usage_hourly": p} for p in paths], "usage_hourly")
-            if dates is None:
-                lk.write("usage_hourly", hourly)
-            else:
-                lk.replace_partitions("usage_hourly", hourly, values=dates)
-        finally:
-            shutil.rmtree(lk.tmp_dir / f"shards-{run}", ignore_errors=True)
-        summary = {"dates_rebuilt": len(dates) if dates is not None else hourly["hour_date"].n_unique(),
-                   "rows": hourly.height, "full": dates is None}
-    record_watermark(lk, cat, top)
+    summary = meter_shards(lake, shards)
     get_run_logger().info("meter (%d shards): %s", shards, summary)
     return summary
 

@@ -11,6 +11,11 @@ does not know, aggregated as sum) are computed in DuckDB straight from the event
 the other types (avg, latest, unique_count, the stateful ones) by `transforms.metering.hourly_usage`
 in Polars, on their own events only. Each rebuilt partition gets one file per engine
 (`part-0.parquet` from DuckDB, `part-1.parquet` from Polars), staged and swapped in whole.
+
+The same two functions serve `--executor dask` (flows/executors.py): `stage_usage` restricted to
+one customer shard writes that shard's files (`part-0-shard<i>.parquet`, `part-1-shard<i>.parquet`)
+into a staging folder shared by the shards, and the parent swaps the partitions in with
+`swap_staged` once every shard has finished (it never holds the rows itself).
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-
+import os
 import shutil
 import uuid
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -64,7 +70,8 @@ def _event_dates(events: pl.LazyFrame) -> list[dt.date]:
 
 
 def _polars_part(lk: Lake, cat: Catalog, events: pl.LazyFrame, dates: list[dt.date] | None) -> pl.DataFrame | None:
-    """hourly rows of the non-additive meters (Polars), for `dates` (None: all)."""
+    """hourly rows of the non-additive meters (Polars), for `dates` (None: all), from `events`
+    (every event, or a shard's: every rule is per customer)."""
     slow = {n: m for n, m in cat.meters.items() if m.type not in ADDITIVE_TYPES}
     if not slow:
         return None
@@ -99,14 +106,18 @@ def record_watermark(lk: Lake, cat: Catalog, top: dt.datetime | None) -> None:
     lk.write_state("meter", {"meters": _meters_signature(cat), "watermark": top.isoformat() if top else None})
 
 
+def rebuild_dates(events: pl.LazyFrame, dates: list[dt.date] | None) -> list[dt.date]:
+    """The event_date partitions to compute: `dates`, or every event date for a full rebuild (None)."""
+    return _event_dates(events) if dates is None else dates
+
+
 def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None, memory_limit: str | None = None) -> dict:
     events, dates, top = meter_plan(lk, cat)
     if dates == []:
         summary = {"dates_rebuilt": 0, "rows": 0, "full": False}
     else:
         full = dates is None
-        todo = _event_dates(events) if full else dates
-        rows, written = _rebuild(lk, cat, events, todo, None if full else dates, memory_limit)
+        rows, written = _rebuild(lk, cat, events, rebuild_dates(events, dates), dates, memory_limit)
         summary = {"dates_rebuilt": written if full else len(dates), "rows": rows, "full": full}
     record_watermark(lk, cat, top)
     if log:
@@ -116,56 +127,104 @@ def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None, memory_limit
 
 def _rebuild(lk: Lake, cat: Catalog, events: pl.LazyFrame, todo: list[dt.date], dates: list[dt.date] | None,
              memory_limit: str | None) -> tuple[int, int]:
-    """Stage the partitions of `todo` (DuckDB for additive meters, Polars for the rest) and swap
-    them in: the whole table when `dates` is None (a full rebuild), else each named date (a date
-    left without rows loses its partition). Returns (rows, partitions written)."""
-    col = PARTITIONS[TABLE]
+    """Stage the partitions of `todo` and swap them in (see `stage_usage`, `swap_staged`).
+    Returns (rows, partitions written)."""
     stage = lk.stage_dir(f"meter-{uuid.uuid4().hex}")
+    try:
+        rows = stage_usage(lk, cat, stage, todo, dates, events=events, memory_limit=memory_limit)
+        return rows, swap_staged(lk, stage, dates)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def stage_usage(lk: Lake, cat: Catalog, stage: Path, todo: list[dt.date], dates: list[dt.date] | None, *,
+                events: pl.LazyFrame | None = None, customers: set[str] | None = None, tag: str = "",
+                memory_limit: str | None = None) -> int:
+    """Write the usage_hourly rows of the event dates `todo` into `stage/hour_date=<d>/`; returns
+    the number of rows.
+
+    Additive meters (and unknown ones): DuckDB straight from the events Parquet, one event_date
+    partition at a time, into `part-0<tag>.parquet`. The other meters: Polars (`hourly_usage`) on
+    their own events, for `dates` (None: all), into `part-1<tag>.parquet`. With `customers` (a
+    customer shard, flows/executors.py) only their events are read — every meter rule is per
+    customer, so the rows are exactly the full table's rows of those customers — and `tag` keeps
+    the files of several shards apart in one staging folder. Each file is written under a scratch
+    name and renamed into place, so a partition folder only ever holds complete files."""
+    col = PARTITIONS[TABLE]
+    work = stage / f".work{tag}-{uuid.uuid4().hex}"
+    work.mkdir(parents=True)
     rows = 0
+
+    def place(tmp: Path, d, name: str) -> None:
+        out = stage / f"{col}={d}"
+        out.mkdir(exist_ok=True)
+        os.replace(tmp, out / name)
+
     try:
         con = duck(lk, memory_limit)
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("meter_types", pa.table({"meter_api_name": pa.array(list(cat.meters), pa.string()),
-                                              "type": pa.array([m.type for m in cat.meters.values()], pa.string())}))
-        for d in todo:
-            files = lk.partition_files("events", [d])
-            if not files:
-                continue
-            src = "read_parquet([" + ", ".join(sql_str(p) for p in files) + "])"
-            out = stage / f"{col}={d}"
-            out.mkdir()
-            n = con.execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(out / 'part-0.parquet')} "
-                            "(FORMAT parquet)").fetchall()[0][0]
-            if n == 0:
-                (out / "part-0.parquet").unlink(missing_ok=True)
-            rows += int(n)
-        con.close()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            if customers is not None:  # a DuckDB spill folder of its own (shards run side by side)
+                con.execute(f"SET temp_directory = {sql_str(work / 'duckdb')}")
+                con.register("shard_customers",
+                             pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
+            con.register("meter_types", pa.table({"meter_api_name": pa.array(list(cat.meters), pa.string()),
+                                                  "type": pa.array([m.type for m in cat.meters.values()],
+                                                                   pa.string())}))
+            for d in todo:
+                files = lk.partition_files("events", [d])
+                if not files:
+                    continue
+                src = "read_parquet([" + ", ".join(sql_str(p) for p in files) + "])"
+                if customers is not None:
+                    src = f"(SELECT * FROM {src} WHERE customer_id IN (SELECT customer_id FROM shard_customers))"
+                tmp = work / f"{d}-0.parquet"
+                n = int(con.execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(tmp)} "
+                                    "(FORMAT parquet)").fetchall()[0][0])
+                if n:
+                    place(tmp, d, f"part-0{tag}.parquet")
+                rows += n
+        finally:
+            con.close()
+        if events is None:
+            events = lk.scan("events")
+        if customers is not None:
+            events = events.filter(pl.col("customer_id").is_in(sorted(customers)))
         slow = _polars_part(lk, cat, events, dates)
         if slow is not None and slow.height:
             slow = conform(TABLE, slow)
             for (value,), part in slow.partition_by(col, as_dict=True, maintain_order=True).items():
-                out = stage / f"{col}={value}"
-                out.mkdir(exist_ok=True)
-                part.drop(col).write_parquet(out / "part-1.parquet")
+                tmp = work / f"{value}-1.parquet"
+                part.drop(col).write_parquet(tmp)
+                place(tmp, value, f"part-1{tag}.parquet")
             rows += slow.height
-        parts = [p for p in stage.iterdir() if p.is_dir() and any(p.glob("*.parquet"))]
-        if dates is None:
-            table = stage / "table"
-            table.mkdir()
-            for p in parts:
-                p.rename(table / p.name)
-            lk._swap(table, lk.table_dir(TABLE))
-        else:
-            present = {p.name.split("=", 1)[1]: p for p in parts}
-            for d in dates:
-                target = lk.partition_dir(TABLE, d)
-                if str(d) in present:
-                    lk._swap(present[str(d)], target)
-                elif target.exists():
-                    shutil.rmtree(target)
-        return rows, len(parts)
+        return rows
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def swap_staged(lk: Lake, stage: Path, dates: list[dt.date] | None) -> int:
+    """Swap the partitions staged in `stage` into usage_hourly: the whole table when `dates` is
+    None (a full rebuild), else each named date (a date left without rows loses its partition).
+    Each swap is a rename of a complete folder (Lake._swap). Returns the partitions written."""
+    col = PARTITIONS[TABLE]
+    parts = [p for p in stage.iterdir()
+             if p.is_dir() and p.name.startswith(f"{col}=") and any(p.glob("*.parquet"))]
+    if dates is None:
+        table = stage / "table"
+        table.mkdir()
+        for p in parts:
+            p.rename(table / p.name)
+        lk._swap(table, lk.table_dir(TABLE))
+    else:
+        present = {p.name.split("=", 1)[1]: p for p in parts}
+        for d in dates:
+            target = lk.partition_dir(TABLE, d)
+            if str(d) in present:
+                lk._swap(present[str(d)], target)
+            elif target.exists():
+                shutil.rmtree(target)
+    return len(parts)
 
 
 @task(name="aggregate-usage-hourly", retries=1, retry_delay_seconds=2)
