@@ -252,7 +252,12 @@ def bench_one(base: Path, n: int, args) -> dict:
     env = {"METERBILL_MEMORY_LIMIT": args.memory_limit}
     row: dict = {"events": n, "rows": expected["rows"], "expected": expected}
     systems = ["baseline", "meterbill"] + ([] if args.no_pandas else ["pandas"])
+    earlier = {r["events"]: r for r in args.earlier_rows}.get(n, {})
     for system in systems:
+        if system not in args.systems:
+            if system in earlier:  # measured by an earlier run (its load and time stay with it)
+                row[system] = {**earlier[system], "earlier_run": args.earlier_started}
+            continue
         if system == "pandas" and n > args.pandas_max:
             row["pandas"] = {"skipped": f"above --pandas-max {args.pandas_max:,} rows: the straightforward pandas job "
                                         f"holds the month in memory (≈ 1 GB per 1M rows measured at 10M)"}
@@ -332,7 +337,10 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
     m = meta["machine"]
     lines = [
         "# Benchmark results (issue 8)", "",
-        f"Made by `{meta['command']}` on {meta['started']} UTC.", "",
+        f"Made by `{meta['command']}` on {meta['started']} UTC"
+        + (f"; rows marked with an earlier run's time come from `{meta['earlier']['command']}` on "
+           f"{meta['earlier']['started']} UTC (load {meta['earlier']['load_start']} → {meta['earlier']['load_end']})"
+           if meta.get("earlier") else "") + ".", "",
         f"Machine: {m['cores']} cores, {m['memory_gb']} GB RAM, Python {m['python']}; shared with other "
         f"sessions' test runs — load average {meta['load_start']} at the start, {meta['load_end']} at the end "
         "(1/5/15 min). DuckDB `memory_limit` "
@@ -358,6 +366,7 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
                 continue
             w = s["wall_s"]
             ratio = f"{w / base:.2f}×" if base else "—"
+            when = f" (run of {s['earlier_run']} UTC)" if s.get("earlier_run") else ""
             pm = f"{w / mb:.1f}×" if system == "pandas" and mb else ""
             detail = ""
             if system == "meterbill":
@@ -371,7 +380,7 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
             else:
                 detail = f"events aggregated {s['accepted']:,}; {s['usage_rows']:,} hourly rows"
             lines.append(f"| {r['events']:,} | {system} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | {s.get('cpu_s')} | "
-                         f"{s['peak_rss_mb']:,} | {ratio} | {pm} | {s['load_before']} | {detail} |")
+                         f"{s['peak_rss_mb']:,} | {ratio} | {pm} | {s['load_before']}{when} | {detail} |")
     if inc:
         f, o = inc["full"], inc["one_day"]
         lines += ["", "## Incremental cost", "",
@@ -430,7 +439,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notes", default=str(ROOT / "bench" / "notes.md"),
                     help="markdown appended to results.md (where the time goes)")
     ap.add_argument("--render", metavar="RESULTS_JSON", help="only rewrite results.md from a results.json")
+    ap.add_argument("--systems", nargs="*", default=["baseline", "meterbill", "pandas"],
+                    help="systems to run; the others are taken from --earlier")
+    ap.add_argument("--earlier", metavar="RESULTS_JSON",
+                    help="a results.json of an earlier run: rows of systems not run now (and its incremental "
+                         "and pricing entries when not run now) come from it, marked as such")
     a = ap.parse_args(argv)
+    a.earlier_rows, a.earlier_started, earlier = [], None, {}
+    if a.earlier:
+        earlier = json.loads(Path(a.earlier).read_text())
+        a.earlier_rows, a.earlier_started = earlier["rows"], earlier["meta"]["started"]
     if a.render:
         data = json.loads(Path(a.render).read_text())
         notes = Path(a.notes).read_text() if Path(a.notes).exists() else ""
@@ -441,8 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": "bench/run.py " + " ".join(argv), "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "machine": machine(), "load_start": uptime(), "memory_limit": a.memory_limit}
     rows = [bench_one(base, n, a) for n in a.events]
-    inc = bench_incremental(base, a.incremental, a) if a.incremental else None
-    pricing = bench_pricing(base, a.pricing) if a.pricing else None
+    inc = bench_incremental(base, a.incremental, a) if a.incremental else earlier.get("incremental")
+    pricing = bench_pricing(base, a.pricing) if a.pricing else earlier.get("pricing")
+    if a.earlier:
+        meta["earlier"] = {"started": a.earlier_started, "command": earlier["meta"]["command"],
+                           "load_start": earlier["meta"]["load_start"], "load_end": earlier["meta"]["load_end"]}
+        if not a.incremental and inc:
+            inc["earlier_run"] = a.earlier_started
     meta["load_end"] = uptime()
     notes = Path(a.notes).read_text() if Path(a.notes).exists() else ""
     (base / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "incremental": inc,

@@ -28,18 +28,25 @@ def winners_sql(cand: str, seen: str) -> str:
     """Candidates that are the first of their key and whose key is not taken yet.
 
     Duplicates are rare, so only keys seen more than once are ranked (a hash aggregate, which
-    spills), instead of a window over every candidate.
+    spills), instead of a window over every candidate. The keys already taken are found by a
+    semi-join of `seen` against the candidates (its hash table holds the group's candidates,
+    bounded by the group size), never a hash table of all of `seen`, which grows with the run
+    (at 100M events a NOT EXISTS against every earlier group's keys ran out of memory at 2 GB).
     """
     order = "CAST(file_seq AS BIGINT) * 4294967296 + row_number"
     return f"""
-WITH firsts AS (
+WITH taken AS (
+  SELECT DISTINCT s.event_date, s.dedup_key FROM {seen} s
+  WHERE s.event_date IN (SELECT DISTINCT event_date FROM {cand})
+    AND EXISTS (SELECT 1 FROM {cand} k WHERE k.event_date = s.event_date AND k.dedup_key = s.dedup_key)
+), firsts AS (
   SELECT event_date, dedup_key, min({order}) AS first_order
   FROM {cand} GROUP BY event_date, dedup_key HAVING count(*) > 1
 )
 SELECT c.* FROM {cand} c
 LEFT JOIN firsts f ON c.event_date = f.event_date AND c.dedup_key = f.dedup_key
 WHERE (f.first_order IS NULL OR {order.replace('file_seq', 'c.file_seq').replace('row_number', 'c.row_number')} = f.first_order)
-  AND NOT EXISTS (SELECT 1 FROM {seen} s WHERE s.event_date = c.event_date AND s.dedup_key = c.dedup_key)"""
+  AND NOT EXISTS (SELECT 1 FROM taken s WHERE s.event_date = c.event_date AND s.dedup_key = c.dedup_key)"""
 
 
 def remember_sql(seen: str, events: str) -> str:
