@@ -22,12 +22,17 @@ def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] |
     With `customers` (a shard, flows/executors.py) only their rows, plus their share of the '*'
     rows (counts of undefined customers or meters), which the reduce adds up across shards."""
     invoices, lines, ledger = lk.read("invoices"), lk.read("line_items"), lk.read("credit_ledger")
-    if customers is None:
-        events = lk.read("events").filter(pl.col("event_time") < as_of)
-    else:
+    events = lk.scan("events").filter(pl.col("event_time") < as_of)
+    # only the events an alert reads: the usage alerts' meters (their cancel records carry the same
+    # meter), every meter for the undefined_* counts, none for spend and balance alerts
+    if not any(a.metric in ("undefined_customer", "undefined_meter") for a in cat.alerts.values()):
+        meters = sorted({a.meter_api_name for a in cat.alerts.values() if a.metric == "usage"})
+        events = events.filter(pl.col("meter_api_name").is_in(meters))
+    if customers is not None:
         mine = pl.col("customer_id").is_in(sorted(customers))
-        events = lk.scan("events").filter(mine & (pl.col("event_time") < as_of)).collect()
+        events = events.filter(mine)
         invoices, lines, ledger = invoices.filter(mine), lines.filter(mine), ledger.filter(mine)
+    events = events.collect()
     counting = apply_cancellations(events)
     periods = {}
     if any(a.window == "billing_period" for a in cat.alerts.values()):
