@@ -66,7 +66,8 @@ def main() -> None:
         lake = base / f"{mode}-{a.events}"
         shutil.rmtree(lake, ignore_errors=True)
         shutil.copytree(src, lake, ignore=shutil.ignore_patterns("usage_hourly", "invoices", "line_items",
-                                                                  "credit_ledger", "alerts_fired", "_state"))
+                                                                  "credit_ledger", "alerts_fired", "_state",
+                                                                  "unbilled_usage", "reconciliation", "bench-*"))
         ex = [] if mode == "local" else ["--executor", "dask", "--workers", str(a.workers)]
         t = {}
         for verb in ("meter", "bill", "alerts"):
