@@ -9,8 +9,8 @@ stages: `meter`, `bill`, `alerts` with `--executor local` and with `--executor d
 (cluster start included, it is part of the cost). Each run is its own `meterbill` process (the
 Prefect ephemeral API start is in both). Reported (see `report`): wall time per stage, the
 per-shard throughput, the dask path's overhead and a lower-bound projection for 1B events on
-16 and 64 workers. 10M events did not fit the time available on this shared 2-core machine;
-the committed numbers are at 1M.
+16 and 64 workers. bench/scaleout.md has a 1M and a 10M entry (the 10M one on the ingested lake of
+bench/run.py's 10M run: `ln -s ../run/n10000000 bench/out/scaleout/n10000000`).
 """
 
 from __future__ import annotations
