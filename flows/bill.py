@@ -10,13 +10,12 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
-import pyarrow as pa
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
 from catalog.lake import duck, sql_str
-from catalog.schemas import DEC, DIMS, SCHEMAS, TS, empty
-from flows.common import parse_instant
+from catalog.schemas import SCHEMAS, empty
+from flows.common import parse_instant, register_customers, register_meter_types
 from transforms import bill_inputs, billing
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
@@ -24,35 +23,18 @@ from transforms.pricing import FrozenState, all_customer_periods, build_invoices
 BILL_TABLES = ("invoices", "line_items", "credit_ledger", "unbilled_usage", "reconciliation")
 
 
-def all_periods(cat: Catalog, counting: pl.DataFrame, until: dt.datetime) -> list:
-    """Every billing period that has started before `until`, for every customer (the first event
-    time of each customer decides where a default plan starts, SPEC §5.2)."""
-    first = dict(counting.group_by("customer_id").agg(pl.col("event_time").min()).iter_rows())
-    return all_customer_periods(cat, until, first_event_times=first)
-
-
 def first_event_times(lk: Lake, as_of: dt.datetime, customers: set[str] | None = None) -> dict:
-    """customer_id -> time of the customer's first counting event before `as_of` (cancel records
-    and cancelled events left out). One DuckDB pass over three columns of the events."""
+    """customer_id -> time of the customer's first counting event before `as_of`: where a default
+    plan starts (SPEC §5.2). One DuckDB pass over four columns of the events."""
     if not lk.exists("events"):
         return {}
     con = duck(lk)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        only = ""
         if customers is not None:
-            con.register("shard_customers", pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
-            only = "AND customer_id IN (SELECT customer_id FROM shard_customers)"
+            register_customers(con, customers)
         src = f"read_parquet({sql_str(lk.table_glob('events'))}, hive_partitioning = false)"
-        q = f"""
-WITH ev AS (SELECT customer_id, meter_api_name, unique_id, event_time, coalesce(is_cancel, false) AS c
-            FROM {src} WHERE event_time < TIMESTAMPTZ '{as_of.isoformat()}' {only}),
-     cancels AS (SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM ev WHERE c)
-SELECT customer_id, min(event_time) AS t FROM ev
-WHERE NOT c AND NOT EXISTS (SELECT 1 FROM cancels x WHERE x.customer_id = ev.customer_id
-      AND x.meter_api_name = ev.meter_api_name AND x.unique_id = ev.unique_id AND x.event_time = ev.event_time)
-GROUP BY customer_id"""
-        df = con.sql(q).pl()
+        df = con.sql(bill_inputs.first_events_sql(src, as_of, shard=customers is not None)).pl()
     finally:
         con.close()
     return {c: t.astimezone(dt.timezone.utc) for c, t in df.iter_rows()}
@@ -76,48 +58,37 @@ def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list,
     """(counting rows, cancel records) for billing, from usage_hourly plus the few events it cannot
     stand for (transforms/bill_inputs.py). usage_hourly must be up to date (`ensure_metered`)."""
     pf = billing.periods_frame(periods)
-    cut = bill_inputs.floor_hour(as_of)
     frag = bill_inputs.fragment_hours(pf, as_of)
     mine = pl.col("customer_id").is_in(sorted(customers)) if customers is not None else pl.lit(True)
     before = pl.col("event_time") < as_of
     events = lk.scan("events")
     # real events: the meters that need them, and the additive meters' cut hours
     slow = bill_inputs.event_meters(cat)
-    parts = []
+    parts = [_event_columns(empty("events").lazy()).collect()]
     if slow:
         parts.append(_event_columns(events.filter(mine & before & pl.col("meter_api_name").is_in(slow))).collect())
-    dates = sorted({h.date() for h in frag["hour"].to_list()} | ({cut.date()} if cut < as_of else set()))
-    files = lk.partition_files("events", dates) if lk.exists("events") else []
+    files = lk.partition_files("events", bill_inputs.real_event_dates(frag, as_of))
     if files:
-        hour = pl.col("event_time").dt.truncate("1h")
-        cut_rows = (hour == cut) if cut < as_of else pl.lit(False)
-        in_frag = pl.struct("customer_id", hour.alias("hour")).is_in(
-            frag.select(pl.struct("customer_id", "hour")).to_series().implode()) if frag.height else pl.lit(False)
         lf = pl.scan_parquet(files, schema={k: v for k, v in SCHEMAS["events"].items() if k != "event_date"})
-        parts.append(_event_columns(lf.filter(mine & before & ~pl.col("meter_api_name").is_in(slow)
-                                              & (cut_rows | in_frag))).collect())
-    raw = pl.concat(parts) if parts else _event_columns(empty("events").lazy()).collect()
-    real = apply_cancellations(raw)
+        parts.append(_event_columns(lf.filter(mine & bill_inputs.real_events_filter(frag, as_of, slow))).collect())
+    real = apply_cancellations(pl.concat(parts))
     # the pre-aggregated buckets of every other hour
     pseudo = None
     if lk.exists("usage_hourly"):
         con = duck(lk)
         try:
             con.execute("SET TimeZone = 'UTC'")
-            con.register("meter_types", pa.table({"meter_api_name": pa.array(list(cat.meters), pa.string()),
-                                                  "type": pa.array([m.type for m in cat.meters.values()], pa.string())}))
+            register_meter_types(con, cat)
             con.register("periods", pf.select("customer_id", "start", "end").to_arrow())
             con.register("frag", frag.to_arrow())
             if customers is not None:
-                con.register("shard_customers", pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
+                register_customers(con, customers)
             src = (f"read_parquet({sql_str(lk.table_glob('usage_hourly'))}, hive_partitioning = false, "
                    "union_by_name = true)")
-            pseudo = con.sql(bill_inputs.pseudo_events_sql(src, cut_hour=cut, shard=customers is not None)).pl()
+            pseudo = con.sql(bill_inputs.pseudo_events_sql(src, cut_hour=bill_inputs.floor_hour(as_of),
+                                                           shard=customers is not None)).pl()
         finally:
             con.close()
-    if pseudo is None:
-        pseudo = pl.DataFrame(schema={"customer_id": pl.String, "meter_api_name": pl.String, "meter_value": DEC,
-                                      "event_time": TS, "dimensions": DIMS, "_w": pl.Int64})
     count_meters = {n for n, m in cat.meters.items() if m.type == "count"}
     counting = bill_inputs.counting_frame(pseudo, real, count_meters)
     # every cancel record (reconciliation counts them per item and period)
@@ -147,21 +118,20 @@ def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] 
         mine = pl.col("customer_id").is_in(sorted(customers))
         fz = FrozenState(invoices=fz.invoices.filter(mine), line_items=fz.line_items.filter(mine),
                          credit_ledger=fz.credit_ledger.filter(mine))
+    if source not in ("hourly", "events"):
+        raise ValueError(f"source must be 'hourly' or 'events', got {source!r}")
     if source == "events":
         counting, cancels = event_counting(lk, as_of, customers)
-        periods = all_periods(cat, counting, as_of)
-        pcat = cat
-    elif source == "hourly":
+        first = dict(counting.group_by("customer_id").agg(pl.col("event_time").min()).iter_rows())
+    else:  # the first events only matter where a default plan starts at them
         first = first_event_times(lk, as_of, customers) if cat.settings.default_plan_id else {}
-        periods = all_customer_periods(cat, as_of, first_event_times=first)
-        if customers is not None:
-            periods = [p for p in periods if p.customer_id in customers]
-        counting, cancels = hourly_counting(lk, cat, as_of, periods, customers)
-        pcat = bill_inputs.counting_catalog(cat)
-    else:
-        raise ValueError(f"source must be 'hourly' or 'events', got {source!r}")
+    periods = all_customer_periods(cat, as_of, first_event_times=first)
     if customers is not None:
         periods = [p for p in periods if p.customer_id in customers]
+    pcat = cat
+    if source == "hourly":
+        counting, cancels = hourly_counting(lk, cat, as_of, periods, customers)
+        pcat = bill_inputs.counting_catalog(cat)
     usage = billing.line_usage(pcat, counting, periods, as_of)
     rewards = billing.reward_usage(pcat, counting, periods, as_of) if cat.rewards else None
     result = build_invoices(cat, periods, usage, as_of, frozen=fz, reward_usage=rewards)

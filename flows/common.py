@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import duckdb
+import pyarrow as pa
+
 from catalog import Catalog, Lake, load_catalog
 
 
@@ -59,3 +62,14 @@ def open_catalog(lk: Lake) -> Catalog:
     if problems:
         raise CatalogError(problems)
     return cat
+
+
+def register_meter_types(con: duckdb.DuckDBPyConnection, cat: Catalog) -> None:
+    """The catalogue's meters as the relation `meter_types(meter_api_name, type)`."""
+    con.register("meter_types", pa.table({"meter_api_name": pa.array(list(cat.meters), pa.string()),
+                                          "type": pa.array([m.type for m in cat.meters.values()], pa.string())}))
+
+
+def register_customers(con: duckdb.DuckDBPyConnection, customers: set[str]) -> None:
+    """A customer shard as the relation `shard_customers(customer_id)`."""
+    con.register("shard_customers", pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))

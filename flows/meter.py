@@ -29,14 +29,13 @@ import uuid
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
 from catalog.config import STATEFUL_TYPES
 from catalog.lake import duck, sql_str
 from catalog.schemas import PARTITIONS, conform
-from flows.common import parse_instant
+from flows.common import parse_instant, register_customers, register_meter_types
 from transforms.fast_hourly import ADDITIVE_TYPES, additive_hourly_sql
 from transforms.metering import apply_cancellations, hourly_usage
 
@@ -69,7 +68,7 @@ def _event_dates(events: pl.LazyFrame) -> list[dt.date]:
     return sorted(events.select("event_date").unique().collect()["event_date"].to_list())
 
 
-def _polars_part(lk: Lake, cat: Catalog, events: pl.LazyFrame, dates: list[dt.date] | None) -> pl.DataFrame | None:
+def _polars_part(cat: Catalog, events: pl.LazyFrame, dates: list[dt.date] | None) -> pl.DataFrame | None:
     """hourly rows of the non-additive meters (Polars), for `dates` (None: all), from `events`
     (every event, or a shard's: every rule is per customer)."""
     slow = {n: m for n, m in cat.meters.items() if m.type not in ADDITIVE_TYPES}
@@ -166,11 +165,8 @@ def stage_usage(lk: Lake, cat: Catalog, stage: Path, todo: list[dt.date], dates:
             con.execute("SET TimeZone = 'UTC'")
             if customers is not None:  # a DuckDB spill folder of its own (shards run side by side)
                 con.execute(f"SET temp_directory = {sql_str(work / 'duckdb')}")
-                con.register("shard_customers",
-                             pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
-            con.register("meter_types", pa.table({"meter_api_name": pa.array(list(cat.meters), pa.string()),
-                                                  "type": pa.array([m.type for m in cat.meters.values()],
-                                                                   pa.string())}))
+                register_customers(con, customers)
+            register_meter_types(con, cat)
             for d in todo:
                 files = lk.partition_files("events", [d])
                 if not files:
@@ -190,7 +186,7 @@ def stage_usage(lk: Lake, cat: Catalog, stage: Path, todo: list[dt.date], dates:
             events = lk.scan("events")
         if customers is not None:
             events = events.filter(pl.col("customer_id").is_in(sorted(customers)))
-        slow = _polars_part(lk, cat, events, dates)
+        slow = _polars_part(cat, events, dates)
         if slow is not None and slow.height:
             slow = conform(TABLE, slow)
             for (value,), part in slow.partition_by(col, as_dict=True, maintain_order=True).items():

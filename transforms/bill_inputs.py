@@ -38,17 +38,11 @@ from catalog.config import Catalog
 from catalog.schemas import DEC, DIMS, TS
 from transforms.fast_hourly import ADDITIVE_TYPES
 
-UTC = dt.timezone.utc
-
 # the columns billing reads from counting events (and the weight of each row)
 COUNTING_COLUMNS = {
     "customer_id": pl.String, "meter_api_name": pl.String, "meter_value": DEC, "event_time": TS,
     "unique_id": pl.String, "dimensions": DIMS, "is_cancel": pl.Boolean, "_w": pl.Int64,
 }
-
-
-def additive_meters(cat: Catalog) -> set[str]:
-    return {n for n, m in cat.meters.items() if m.type in ADDITIVE_TYPES}
 
 
 def event_meters(cat: Catalog) -> list[str]:
@@ -104,23 +98,59 @@ SELECT customer_id, meter_api_name,
 FROM agg"""
 
 
-def counting_frame(pseudo: pl.DataFrame, events: pl.DataFrame, count_meters: set[str]) -> pl.DataFrame:
-    """Pseudo-events and real counting events (cancellations applied) in one frame
-    (COUNTING_COLUMNS); real events of count meters get `meter_value` 1, every real event `_w` 1."""
+def first_events_sql(events: str, as_of: dt.datetime, *, shard: bool) -> str:
+    """SELECT customer_id, t: each customer's first counting event before `as_of` (cancel records
+    and the events they cancel left out, as `transforms.metering.cancel` says) from the events
+    relation `events`; with `shard`, only the customers of `shard_customers(customer_id)`."""
+    only = "AND customer_id IN (SELECT customer_id FROM shard_customers)" if shard else ""
+    return f"""
+WITH ev AS (SELECT customer_id, meter_api_name, unique_id, event_time, coalesce(is_cancel, false) AS c
+            FROM {events} WHERE event_time < TIMESTAMPTZ '{as_of.isoformat()}' {only}),
+     cancels AS (SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM ev WHERE c)
+SELECT customer_id, min(event_time) AS t FROM ev
+WHERE NOT c AND NOT EXISTS (SELECT 1 FROM cancels x WHERE x.customer_id = ev.customer_id
+      AND x.meter_api_name = ev.meter_api_name AND x.unique_id = ev.unique_id AND x.event_time = ev.event_time)
+GROUP BY customer_id"""
+
+
+def real_events_filter(frag: pl.DataFrame, as_of: dt.datetime, event_meter_names: list[str]) -> pl.Expr:
+    """The events of the additive (and unknown) meters that billing reads as events: those in an
+    hour a period boundary cuts for their customer (`frag`) and those of the hour holding `as_of`."""
+    hour = pl.col("event_time").dt.truncate("1h")
+    cut = floor_hour(as_of)
+    in_cut = (hour == cut) if cut < as_of else pl.lit(False)
+    in_frag = (pl.struct("customer_id", hour.alias("hour")).is_in(frag.select(pl.struct("customer_id", "hour"))
+                                                                  .to_series().implode())
+               if frag.height else pl.lit(False))
+    return (pl.col("event_time") < as_of) & ~pl.col("meter_api_name").is_in(event_meter_names) & (in_cut | in_frag)
+
+
+def real_event_dates(frag: pl.DataFrame, as_of: dt.datetime) -> list[dt.date]:
+    """The UTC event dates holding those events (the partitions to read)."""
+    cut = floor_hour(as_of)
+    return sorted({h.date() for h in frag["hour"].to_list()} | ({cut.date()} if cut < as_of else set()))
+
+
+def counting_frame(pseudo: pl.DataFrame | None, events: pl.DataFrame, count_meters: set[str]) -> pl.DataFrame:
+    """Pseudo-events (None: no usage_hourly yet) and real counting events (cancellations applied)
+    in one frame (COUNTING_COLUMNS); real events of count meters get `meter_value` 1, every real
+    event `_w` 1."""
+    e = events.select(
+        "customer_id", "meter_api_name",
+        pl.when(pl.col("meter_api_name").is_in(sorted(count_meters))).then(pl.lit(1, dtype=DEC))
+        .otherwise(pl.col("meter_value").cast(DEC)).alias("meter_value"),
+        pl.col("event_time").cast(TS), "unique_id", pl.col("dimensions").cast(DIMS),
+        pl.lit(False).alias("is_cancel"), pl.lit(1, dtype=pl.Int64).alias("_w"),
+    )
+    if pseudo is None:
+        return e.cast(COUNTING_COLUMNS)
     p = pseudo.select(
         pl.col("customer_id").cast(pl.String), pl.col("meter_api_name").cast(pl.String),
         pl.col("meter_value").cast(DEC), pl.col("event_time").cast(TS),
         pl.lit(None, dtype=pl.String).alias("unique_id"), pl.col("dimensions").cast(DIMS),
         pl.lit(False).alias("is_cancel"), pl.col("_w").cast(pl.Int64),
     )
-    is_count = pl.col("meter_api_name").is_in(sorted(count_meters))
-    e = events.select(
-        "customer_id", "meter_api_name",
-        pl.when(is_count).then(pl.lit(1, dtype=DEC)).otherwise(pl.col("meter_value").cast(DEC)).alias("meter_value"),
-        pl.col("event_time").cast(TS), "unique_id", pl.col("dimensions").cast(DIMS),
-        pl.lit(False).alias("is_cancel"), pl.lit(1, dtype=pl.Int64).alias("_w"),
-    )
-    return pl.concat([p, e])
+    return pl.concat([p, e.cast(COUNTING_COLUMNS)])
 
 
 def counting_catalog(cat: Catalog) -> Catalog:
