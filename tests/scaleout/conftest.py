@@ -41,8 +41,10 @@ def s3_server(tmp_path_factory):
         "name": "tests", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     s3_port = _free_port()
-    args = [_weed(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={d / 'data'}",
-            f"-master.port={_free_port()}", f"-volume.port={_free_port()}", f"-filer.port={_free_port()}",
+    # every port explicit: by default each gRPC port is its HTTP port + 10000, invalid above 55535
+    ports = [f"-{part}.port={_free_port()}" for part in ("master", "volume", "filer")]
+    ports += [f"-{part}.port.grpc={_free_port()}" for part in ("master", "volume", "filer", "s3")]
+    args = [_weed(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={d / 'data'}", *ports,
             "-s3", f"-s3.port={s3_port}", f"-s3.config={config}",
             "-master.volumeSizeLimitMB=64", "-volume.max=20"]
     log = open(d / "weed.log", "w")
