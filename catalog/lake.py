@@ -120,8 +120,9 @@ class Lake:
     def scan(self, table: str) -> pl.LazyFrame:
         if not self.exists(table):
             return empty(table).lazy()
+        # extra_columns: events files of earlier versions also hold a `dedup_key` column
         lf = pl.scan_parquet(self.table_glob(table), hive_partitioning=table in PARTITIONS,
-                             schema=SCHEMAS[table] if table not in PARTITIONS else None)
+                             schema=SCHEMAS[table] if table not in PARTITIONS else None, extra_columns="ignore")
         if table in PARTITIONS:
             lf = lf.with_columns(pl.col(PARTITIONS[table]).cast(pl.Date))
         return lf.select(list(SCHEMAS[table]))

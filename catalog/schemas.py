@@ -19,7 +19,7 @@ TIER = pl.Struct({"tier": pl.Int32, "quantity": DEC, "unit_price": DEC, "flat_fe
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "events": {
         "customer_id": S, "meter_api_name": S, "meter_value": DEC, "event_time": TS,
-        "unique_id": S, "dimensions": DIMS, "dedup_key": S, "is_cancel": pl.Boolean,
+        "unique_id": S, "dimensions": DIMS, "is_cancel": pl.Boolean,
         "source_file": S, "row_number": pl.Int64, "ingested_at": TS, "event_date": pl.Date,
     },
     "quarantine": {
@@ -74,7 +74,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 }
 
 KEYS: dict[str, list[str]] = {
-    "events": ["dedup_key", "event_date"],
+    "events": ["source_file", "row_number"],  # a raw record is one event at most
     "quarantine": ["source_file", "row_number"],
     "ingest_files": ["sha256"],
     "usage_hourly": ["customer_id", "meter_api_name", "dims_key", "hour"],

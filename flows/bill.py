@@ -69,7 +69,8 @@ def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list,
         parts.append(_event_columns(events.filter(mine & before & pl.col("meter_api_name").is_in(slow))).collect())
     files = lk.partition_files("events", bill_inputs.real_event_dates(frag, as_of))
     if files:
-        lf = pl.scan_parquet(files, schema={k: v for k, v in SCHEMAS["events"].items() if k != "event_date"})
+        lf = pl.scan_parquet(files, schema={k: v for k, v in SCHEMAS["events"].items() if k != "event_date"},
+                             extra_columns="ignore")
         parts.append(_event_columns(lf.filter(mine & bill_inputs.real_events_filter(frag, as_of, slow))).collect())
     real = apply_cancellations(pl.concat(parts))
     # the pre-aggregated buckets of every other hour

@@ -61,7 +61,7 @@ from catalog.config import VALUELESS_TYPES, Catalog
 from catalog.lake import Lake, duck, sql_str
 from catalog.schemas import conform
 from flows.common import UsageError, open_catalog, open_lake, parse_instant
-from transforms.ingest.dedupe import create_seen_sql, events_sql, remember_sql, winners_sql
+from transforms.ingest.dedupe import create_seen_sql, events_keys_sql, events_sql, remember_sql, winners_sql
 from transforms.ingest.formats import SUPPORTED, Format, detect_format
 from transforms.ingest.normalize import normalize_sql, prepare, typed_parquet
 from transforms.ingest.pipeline import (
@@ -395,7 +395,8 @@ class IngestRun:
         new_dates = sorted(d for d in dates if d not in self._loaded_dates)
         existing = self.lk.partition_files("events", new_dates)
         if existing:  # keys already taken on these dates (only these partitions are read)
-            con.execute(remember_sql(SEEN, f"read_parquet({_paths(existing)}, hive_partitioning = true)"))
+            rel = f"read_parquet({_paths(existing)}, hive_partitioning = true, union_by_name = true)"
+            con.execute(remember_sql(SEEN, f"({events_keys_sql(rel)})"))
         self._loaded_dates.update(new_dates)
         self._groups += 1
         out = self.stage / "events" / f"g{self._groups:05d}"
@@ -407,7 +408,7 @@ class IngestRun:
             return
         events = f"read_parquet({_paths(written)}, hive_partitioning = true)"
         if self._planned_groups is None or self._group_calls < self._planned_groups:
-            con.execute(remember_sql(SEEN, events))  # later groups dedupe against these keys
+            con.execute(remember_sql(SEEN, CAND))  # later groups dedupe against these keys
         counts = dict(con.sql(f"SELECT source_file, count(*) FROM {events} GROUP BY 1").fetchall())
         for s in seqs:
             r = self.results[s]

@@ -59,7 +59,6 @@ def test_run_twice_leaves_every_table_the_same(small_lake, cli):
     con = connect(small_lake)
     tables = ["events", "quarantine", "ingest_files", "usage_hourly", "invoices", "line_items",
               "credit_ledger", "unbilled_usage", "alerts_fired", "reconciliation"]
-    keys = {"ingest_files": "sha256", "events": "dedup_key"}
 
     def snapshot():
         con = connect(small_lake)

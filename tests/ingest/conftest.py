@@ -81,6 +81,23 @@ def events(lk: Lake) -> pl.DataFrame:
     return lk.read("events").sort("source_file", "row_number")
 
 
+def stored_keys(lk: Lake) -> pl.DataFrame:
+    """(source_file, row_number, event_date, dedup_key) of every event, the key computed again from
+    the stored columns (`dedupe.events_keys_sql`: what a later run deduplicates against)."""
+    import duckdb
+
+    from catalog.config import VALUELESS_TYPES
+    from transforms.ingest.dedupe import events_keys_sql
+    from transforms.ingest.normalize import prepare
+
+    cat = load_catalog(lk.catalog_dir)
+    con = duckdb.connect()
+    prepare(con, sorted(n for n, m in cat.meters.items() if m.type in VALUELESS_TYPES))
+    rel = f"read_parquet('{lk.table_glob('events')}', hive_partitioning = true)"
+    keys = con.sql(events_keys_sql(rel, carry=("source_file", "row_number"))).pl()
+    return keys.sort("source_file", "row_number")
+
+
 def quarantine(lk: Lake) -> pl.DataFrame:
     return lk.read("quarantine").sort("source_file", "row_number", nulls_last=False)
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import polars as pl
 
 from tests.ingest.conftest import (
-    T0, event, events, files, ingest, land, ndjson, parquet_bytes, quarantine, snapshot,
+    T0, event, events, files, ingest, land, ndjson, parquet_bytes, quarantine, snapshot, stored_keys,
 )
 
 DAY_MS = 86_400_000
@@ -46,7 +46,9 @@ def test_content_key_when_there_is_no_unique_id(lake):
     ingest(lake)
     assert counts(lake) == [("a.ndjson", 7, 5, 2, 0)]
     assert events(lake)["row_number"].to_list() == [1, 4, 5, 6, 7]
-    assert all(k.startswith("c:") for k in events(lake)["dedup_key"])
+    keys = stored_keys(lake)["dedup_key"].to_list()
+    assert keys[0] == 'c:["c1","api_calls",%d,"1.000000000",[["region","us"],["tier","gold"]],false]' % (T0 * 1000)
+    assert all(k.startswith("c:") for k in keys) and len(set(keys)) == 5
 
 
 def test_count_meter_content_key_ignores_the_value(lake):
@@ -81,6 +83,29 @@ def test_duplicates_across_runs_on_the_same_event_date(lake):
     assert counts(lake) == [("1.ndjson", 2, 2, 0, 0), ("2.ndjson", 3, 1, 2, 0)]
     assert events(lake).select("source_file", "meter_value").rows() == [
         ("1.ndjson", Decimal(1)), ("1.ndjson", Decimal(5)), ("2.ndjson", Decimal(4))]
+
+
+def test_events_written_with_a_stored_key_column_still_deduplicate(lake):
+    """Earlier versions stored a sha256 `dedup_key` column in the events files; keys are now
+    computed from the event columns, so those files still take part (and still read)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    land(lake, "1.ndjson", ndjson(event(value=1, unique_id="u1"), event(value=5, dimensions={"b": "2", "a": "1"})))
+    ingest(lake)
+    for f in lake.table_dir("events").rglob("*.parquet"):  # as an earlier version wrote them
+        t = pq.read_table(f)
+        pq.write_table(t.add_column(5, "dedup_key", pa.array(["u:" + "0" * 64] * t.num_rows)), f)
+    land(lake, "2.ndjson", ndjson(
+        event(value=3, unique_id="u1", ms=T0 + 60_000),  # duplicate by unique_id
+        event(value=5, dimensions={"a": "1", "b": "2"}),  # content duplicate
+        event(value=6),  # new
+    ))
+    ingest(lake)
+    assert counts(lake) == [("1.ndjson", 2, 2, 0, 0), ("2.ndjson", 3, 1, 2, 0)]
+    assert events(lake).select("source_file", "meter_value").rows() == [
+        ("1.ndjson", Decimal(1)), ("1.ndjson", Decimal(5)), ("2.ndjson", Decimal(6))]
+    assert "dedup_key" not in events(lake).columns
 
 
 def test_only_the_partitions_of_new_event_dates_are_read(lake, monkeypatch):

@@ -81,7 +81,8 @@ def test_parse_gives_exact_values_keys_and_dates():
     ))
     assert [str(v) for v in df["p_value"]] == ["0.100000000", "0.100000000", "0.100000000", "1.000000000"]
     k = df["dedup_key"].to_list()
-    assert k[0].startswith("u:") and k[1].startswith("c:") and k[1] == k[2] and len(k[1]) == 2 + 64
+    assert k[0] == 'u:["c1","api_calls","u",false]'
+    assert k[1] == k[2] == 'c:["c1","api_calls",1770000000000000,"0.100000000",[["a","1"],["b","2"]],false]'
     assert df["event_date"].to_list()[3] == dt.date(2026, 2, 2)  # the UTC date
 
 

@@ -1,9 +1,11 @@
 """Deduplicate (SPEC §2): the first accepted event of a dedup key wins, per UTC event date.
 
-The dedup key (computed in `normalize.PARSE_SQL`) is `u:` + sha256 of the JSON array
+The dedup key (`normalize.dedup_key_sql`) is `u:` + the JSON array
 `[customer_id, meter_api_name, unique_id, is_cancel]` when the record has a unique_id, else `c:`
-+ sha256 of `[customer_id, meter_api_name, event time (epoch µs), meter_value (9 places; null
-for count/unique_count meters, whose value is ignored), sorted dimension pairs, is_cancel]`.
++ `[customer_id, meter_api_name, event time (epoch µs), meter_value (9 places; null for
+count/unique_count meters, whose value is ignored), sorted dimension pairs, is_cancel]`. It is
+not stored in the events table: the keys of earlier runs' events are computed again from their
+columns (`events_keys_sql`), which hold everything the key is made of.
 The cancel flag is part of the key, so a cancellation is never a duplicate of the event it
 cancels (but a second identical cancellation is a duplicate of the first).
 
@@ -16,6 +18,8 @@ These functions build SQL over names the caller has set up in one DuckDB connect
 """
 
 from __future__ import annotations
+
+from transforms.ingest.normalize import dedup_key_sql
 
 SEEN_COLUMNS = "event_date DATE, dedup_key VARCHAR"
 
@@ -49,14 +53,32 @@ WHERE (f.first_order IS NULL OR {order.replace('file_seq', 'c.file_seq').replace
   AND NOT EXISTS (SELECT 1 FROM taken s WHERE s.event_date = c.event_date AND s.dedup_key = c.dedup_key)"""
 
 
-def remember_sql(seen: str, events: str) -> str:
-    """Take the keys of new events (a relation with event_date, dedup_key)."""
-    return f"INSERT INTO {seen} SELECT CAST(event_date AS DATE), dedup_key FROM {events}"
+def remember_sql(seen: str, keys: str) -> str:
+    """Take the keys of a relation with event_date, dedup_key (a group's candidates: once the
+    group is written, every candidate's key is taken — by a winner, or by an earlier event)."""
+    return f"INSERT INTO {seen} SELECT CAST(event_date AS DATE), dedup_key FROM {keys}"
+
+
+def events_keys_sql(events: str, carry: tuple[str, ...] = ()) -> str:
+    """(event_date, dedup_key) of the rows of an events relation, computed from their columns
+    exactly as the ingest computed them (needs the `valueless_meters` table of `normalize.prepare`).
+
+    An event's `unique_id` is the trimmed non-empty id or null, its `dimensions` MAP has its
+    keys sorted, its `meter_value` is DECIMAL(38, 9) and its `event_time` the parsed instant:
+    the inputs of `dedup_key_sql` as they were. (Files written by versions that stored a
+    `dedup_key` column are read the same way; that column is ignored.) `carry`: more columns of
+    `events` to keep beside them."""
+    more = "".join(f"{c}, " for c in carry)
+    return f"""
+SELECT {more}CAST(event_date AS DATE) AS event_date, {dedup_key_sql('p_ts')} AS dedup_key
+FROM (SELECT {more}event_date, customer_id, meter_api_name, unique_id AS uid, is_cancel,
+             meter_value AS p_value, event_time AS p_ts, map_entries(dimensions) AS dims_kv
+      FROM {events})"""
 
 
 def events_sql(winners: str) -> str:
     """Winners in the events table's columns (SPEC §7), `event_date` last (the partition)."""
     return f"""
 SELECT customer_id, meter_api_name, meter_value, event_time, unique_id,
-  dims AS dimensions, dedup_key, is_cancel, source_file, row_number, ingested_at, event_date
+  dims AS dimensions, is_cancel, source_file, row_number, ingested_at, event_date
 FROM {winners}"""

@@ -236,15 +236,20 @@ FROM {source}"""
 
 # ---------------------------------------------------------------- step 2: text -> types
 
-def _dedup_key_sql(ts: str) -> str:
+def dedup_key_sql(ts: str) -> str:
     """The dedup key (README, dedupe.py) over the columns customer_id, meter_api_name, uid,
-    is_cancel, p_value, dims_kv and the instant `ts`; count-type meters from `valueless_meters`."""
+    is_cancel, p_value, dims_kv and the instant `ts`; count-type meters from `valueless_meters`.
+
+    The key is the JSON text itself, not a hash of it: exact (no two different events share a
+    key, whatever their ids), and cheaper to build. It lives only while a run deduplicates (the
+    candidate table, the `seen` table); the events table does not store it — `dedupe.events_keys_sql`
+    computes it again from an event's columns."""
     return f"""CASE WHEN uid IS NOT NULL
-       THEN 'u:' || sha256(json_array(customer_id, meter_api_name, uid, is_cancel))
-       ELSE 'c:' || sha256(json_array(customer_id, meter_api_name, epoch_us({ts}),
+       THEN 'u:' || json_array(customer_id, meter_api_name, uid, is_cancel)
+       ELSE 'c:' || json_array(customer_id, meter_api_name, epoch_us({ts}),
               CASE WHEN meter_api_name IN (SELECT meter_api_name FROM valueless_meters) THEN NULL
                    ELSE CAST(p_value AS VARCHAR) END,
-              list_transform(dims_kv, lambda p: [p.key, p.value]), is_cancel))
+              list_transform(dims_kv, lambda p: [p.key, p.value]), is_cancel)
   END"""
 
 
@@ -308,7 +313,7 @@ SELECT row_number, record_error,
   dims_type_error, dims_error, dims, dims_kv,
   v_num, v_nonfinite, p_value, time_field, coalesce(meter_time_in_millis, event_time) AS time_text,
   p_ts, ts_nonpositive, uid, is_cancel, CAST(p_ts AS DATE) AS event_date,
-  {_dedup_key_sql('p_ts')} AS dedup_key
+  {dedup_key_sql('p_ts')} AS dedup_key
 FROM e
 """
 
@@ -566,7 +571,7 @@ WITH e AS (
   SELECT e.*, map_entries(dims) AS dims_kv FROM e
 )
 SELECT customer_id, meter_api_name, p_value AS meter_value, p_ts AS event_time, uid AS unique_id,
-  dims, {_dedup_key_sql('p_ts')} AS dedup_key, is_cancel, event_date,
+  dims, {dedup_key_sql('p_ts')} AS dedup_key, is_cancel, event_date,
   CAST({int(file_seq)} AS INTEGER) AS file_seq, __rn AS row_number, {sql_str(source_file)} AS source_file,
   CAST({sql_str(ingested_at.isoformat())} AS TIMESTAMPTZ) AS ingested_at
 FROM k"""
