@@ -43,30 +43,29 @@ WITH ev AS (
          coalesce(t.type, 'sum') AS mtype
   FROM {events} e LEFT JOIN {meter_types} t ON t.meter_api_name = e.meter_api_name
   WHERE coalesce(t.type, 'sum') IN {ADDITIVE_TYPES!r}
-), cancels AS (
-  SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM ev WHERE is_cancel
+), cancels AS (  -- from the source, not `ev`: a CTE read twice is materialised (every event)
+  SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM {events} WHERE is_cancel
 ), counting AS (
   SELECT ev.* FROM ev
   WHERE NOT is_cancel AND (mtype = 'count' OR meter_value IS NOT NULL)
     AND NOT EXISTS (SELECT 1 FROM cancels c WHERE c.customer_id = ev.customer_id
                     AND c.meter_api_name = ev.meter_api_name AND c.unique_id = ev.unique_id
                     AND c.event_time = ev.event_time)
-), keyed AS (
-  SELECT customer_id, meter_api_name, mtype, meter_value, dimensions,
-         coalesce(array_to_string(list_sort(list_transform(map_entries(dimensions),
-                  lambda e: e.key || chr(30) || e.value)), chr(31)), '') AS dims_key,
-         date_trunc('hour', event_time) AS hour
+), keyed AS (  -- the combination as a MAP with sorted keys (ingest writes them so: rebuilt only if not)
+  SELECT customer_id, meter_api_name, mtype, meter_value, date_trunc('hour', event_time) AS hour,
+         CASE WHEN dimensions IS NULL THEN MAP {{}}::MAP(VARCHAR, VARCHAR)
+              WHEN cardinality(dimensions) <= 1 OR map_keys(dimensions) = list_sort(map_keys(dimensions))
+              THEN dimensions
+              ELSE map_from_entries(list_sort(map_entries(dimensions))) END AS dimensions
   FROM counting
 ), agg AS (
-  SELECT customer_id, meter_api_name, dims_key, hour, any_value(mtype) AS mtype,
-         any_value(dimensions) AS dimensions, count(*) AS event_count,
+  SELECT customer_id, meter_api_name, dimensions, hour, any_value(mtype) AS mtype, count(*) AS event_count,
          sum(meter_value) AS value_sum, min(meter_value) AS value_min, max(meter_value) AS value_max
-  FROM keyed GROUP BY customer_id, meter_api_name, dims_key, hour
+  FROM keyed GROUP BY customer_id, meter_api_name, dimensions, hour
 )
-SELECT customer_id, meter_api_name,
-       CASE WHEN dimensions IS NULL THEN MAP {{}}::MAP(VARCHAR, VARCHAR)
-            ELSE map_from_entries(list_sort(map_entries(dimensions))) END AS dimensions,
-       dims_key, hour,
+SELECT customer_id, meter_api_name, dimensions,
+       coalesce(array_to_string(list_transform(map_entries(dimensions), lambda e: e.key || chr(30) || e.value), chr(31)), '') AS dims_key,
+       hour,
        CAST(CASE mtype WHEN 'count' THEN CAST(event_count AS {dec}) WHEN 'max' THEN value_max
                        WHEN 'min' THEN value_min ELSE coalesce(value_sum, CAST(0 AS {dec})) END AS {dec}) AS value,
        CAST(event_count AS BIGINT) AS event_count, CAST(value_sum AS {dec}) AS value_sum,
