@@ -92,18 +92,26 @@ _DUP_KEY = pl.col("dims").list.eval(_KEY.filter(_KEY.is_duplicated())).list.firs
 def _dimensions_ok(lf: pl.LazyFrame) -> pl.Expr:
     """True where every dimension has a valid key, a valid value, and no key repeats.
 
-    Computed over the exploded pairs (one pass, vectorized) rather than per list.
+    Computed over the exploded pairs (one pass, vectorized) rather than per list; the key
+    pattern is matched once per distinct key (a batch has few), and repeated keys are looked
+    for only in records with two pairs or more.
     """
+    base = lf.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__i"), "dims").collect()
     pairs = (
-        lf.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__i"), "dims")
-        .explode("dims")
+        base.lazy().explode("dims")
         .filter(pl.col("dims").is_not_null())
         .select("__i", pl.col("dims").struct.field("key").alias("k"),
                 pl.col("dims").struct.field("value").alias("v"), pl.col("dims").struct.field("k").alias("t"))
+        .collect()
     )
-    bad = pairs.filter(~_key_ok(pl.col("k")) | ~_value_ok(pl.col("v"), pl.col("t"))
-                       | pl.struct("__i", "k").is_duplicated())
-    bad_rows = bad.select(pl.col("__i").unique()).collect()["__i"]
+    keys = pairs.select(pl.col("k").unique().drop_nulls())
+    bad_keys = keys.filter(~_key_ok(pl.col("k")))["k"]
+    bad = pairs.filter(pl.col("k").is_null() | pl.col("k").is_in(bad_keys.implode())
+                       | ~_value_ok(pl.col("v"), pl.col("t")))["__i"]
+    multi = base.filter(pl.col("dims").list.len() >= 2)
+    dup = multi.filter(pl.col("dims").list.eval(pl.element().struct.field("key")).list.n_unique()
+                       < pl.col("dims").list.len())["__i"]
+    bad_rows = pl.concat([bad, dup]).unique()
     return pl.col("dims_error").is_null() & ~pl.int_range(pl.len(), dtype=pl.Int64).is_in(bad_rows.implode())
 
 
