@@ -173,10 +173,9 @@ class IngestRun:
         self._valid: dict[int, int] = {}
         self._reasons: Counter[str] = Counter()
         self._loaded_dates: set = set()
+        self._unremembered: dict[dt.date, list[Path]] = {}  # this run's events files whose keys are not in `seen`
         self._event_files: list[Path] = []
         self._groups = 0
-        self._group_calls = 0
-        self._planned_groups: int | None = None
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> "IngestRun":
@@ -256,7 +255,6 @@ class IngestRun:
                 cur, size, rows = [], 0, 0
         if cur:
             groups.append(cur)
-        self._planned_groups = len(groups)
         return groups
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -281,7 +279,6 @@ class IngestRun:
     # ------------------------------------------------------------ 2. a group of files
     def ingest_group(self, seqs: list[int]) -> list[FileResult]:
         """Read, validate and stage the group's new files, deduplicate them, report progress."""
-        self._group_calls += 1
         todo = [s for s in seqs if self.results[s].status != STATUS_SKIPPED]
         if todo:
             self._connect().execute(f"CREATE OR REPLACE TEMP TABLE {CAND} ({CANDIDATE_DDL})")
@@ -393,9 +390,14 @@ class IngestRun:
         con = self.con
         dates = [d for (d,) in con.sql(f"SELECT DISTINCT event_date FROM {CAND}").fetchall()]
         new_dates = sorted(d for d in dates if d not in self._loaded_dates)
-        existing = self.lk.partition_files("events", new_dates)
-        if existing:  # keys already taken on these dates (only these partitions are read)
-            rel = f"read_parquet({_paths(existing)}, hive_partitioning = true, union_by_name = true)"
+        # keys already taken on these dates, computed from the events' columns: the lake's
+        # partitions of dates not loaded yet, and what earlier groups of this run wrote on them
+        # (remembered only when a later group touches the date: time-ordered files never pay)
+        taken = self.lk.partition_files("events", new_dates)
+        for d in dates:
+            taken += self._unremembered.pop(d, [])
+        if taken:
+            rel = f"read_parquet({_paths(taken)}, hive_partitioning = true, union_by_name = true)"
             con.execute(remember_sql(SEEN, f"({events_keys_sql(rel)})"))
         self._loaded_dates.update(new_dates)
         self._groups += 1
@@ -407,8 +409,8 @@ class IngestRun:
         if not written:
             return
         events = f"read_parquet({_paths(written)}, hive_partitioning = true)"
-        if self._planned_groups is None or self._group_calls < self._planned_groups:
-            con.execute(remember_sql(SEEN, CAND))  # later groups dedupe against these keys
+        for p in written:  # <out>/event_date=D/part-N.parquet
+            self._unremembered.setdefault(dt.date.fromisoformat(p.parent.name.split("=", 1)[1]), []).append(p)
         counts = dict(con.sql(f"SELECT source_file, count(*) FROM {events} GROUP BY 1").fetchall())
         for s in seqs:
             r = self.results[s]

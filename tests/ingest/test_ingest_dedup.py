@@ -108,6 +108,28 @@ def test_events_written_with_a_stored_key_column_still_deduplicate(lake):
     assert "dedup_key" not in events(lake).columns
 
 
+def test_duplicates_across_groups_of_files_in_one_run(lake, monkeypatch):
+    """A run reads its files in groups (one per file here); a later group deduplicates against
+    what earlier groups wrote on the same dates, however many groups back."""
+    import flows.ingest as fi
+
+    monkeypatch.setattr(fi, "GROUP_FILES", 1)
+    day2 = T0 + DAY_MS
+    land(lake, "1.ndjson", ndjson(event(value=1, unique_id="a"), event(value=2, unique_id="b", ms=day2)))
+    land(lake, "2.ndjson", ndjson(event(value=3, unique_id="c"), event(value=9, unique_id="b", ms=day2 + 5)))
+    land(lake, "3.ndjson", ndjson(event(value=7)))  # touches neither date's ids: content key
+    land(lake, "4.ndjson", ndjson(
+        event(value=4, unique_id="a", ms=T0 + 9),  # group 1's
+        event(value=5, unique_id="c", ms=T0 + 9),  # group 2's
+        event(value=7),  # group 3's content duplicate
+        event(value=6, unique_id="d", ms=day2),  # new
+    ))
+    ingest(lake)
+    assert counts(lake) == [("1.ndjson", 2, 2, 0, 0), ("2.ndjson", 2, 1, 1, 0), ("3.ndjson", 1, 1, 0, 0),
+                            ("4.ndjson", 4, 1, 3, 0)]
+    assert sorted(events(lake)["meter_value"].to_list()) == [Decimal(v) for v in (1, 2, 3, 6, 7)]
+
+
 def test_only_the_partitions_of_new_event_dates_are_read(lake, monkeypatch):
     land(lake, "1.ndjson", ndjson(event(ms=T0), event(ms=T0 + 3 * DAY_MS)))
     ingest(lake)

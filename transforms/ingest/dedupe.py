@@ -54,8 +54,7 @@ WHERE (f.first_order IS NULL OR {order.replace('file_seq', 'c.file_seq').replace
 
 
 def remember_sql(seen: str, keys: str) -> str:
-    """Take the keys of a relation with event_date, dedup_key (a group's candidates: once the
-    group is written, every candidate's key is taken — by a winner, or by an earlier event)."""
+    """Take the keys of a relation with event_date, dedup_key (`events_keys_sql` of events files)."""
     return f"INSERT INTO {seen} SELECT CAST(event_date AS DATE), dedup_key FROM {keys}"
 
 
