@@ -7,7 +7,8 @@ meters in the catalogue rebuilds everything. The result equals a full rebuild, r
 
 Two engines, one table. The additive meter types (sum, count, min, max, and meters the catalogue
 does not know, aggregated as sum) are computed in DuckDB straight from the events Parquet, one
-`event_date` partition at a time (`transforms.fast_hourly`: bounded memory, nothing in Python);
+`event_date` partition per query (`transforms.fast_hourly`: bounded memory, nothing in Python;
+one query per core at a time, each single-threaded, so that a partition's bytes are reproducible);
 the other types (avg, latest, unique_count, the stateful ones) by `transforms.metering.hourly_usage`
 in Polars, on their own events only. Each rebuilt partition gets one file per engine
 (`part-0.parquet` from DuckDB, `part-1.parquet` from Polars), staged and swapped in whole.
@@ -25,7 +26,9 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -160,27 +163,46 @@ def stage_usage(lk: Lake, cat: Catalog, stage: Path, todo: list[dt.date], dates:
         os.replace(tmp, out / name)
 
     try:
-        con = duck(lk, memory_limit)
+        # one DuckDB database (one memory limit) running a partition per core at once, each query
+        # on one thread: a single-threaded aggregate emits its rows in the same order every time,
+        # so the same events give the same file bytes without an ORDER BY (which cost a third)
+        con = duck(lk, memory_limit, threads=1)
+        local = threading.local()
+        cursors: list = []
         try:
-            con.execute("SET TimeZone = 'UTC'")
             if customers is not None:  # a DuckDB spill folder of its own (shards run side by side)
                 con.execute(f"SET temp_directory = {sql_str(work / 'duckdb')}")
-                register_customers(con, customers)
-            register_meter_types(con, cat)
-            for d in todo:
+
+            def cursor():
+                c = getattr(local, "cur", None)
+                if c is None:
+                    c = local.cur = con.cursor()
+                    cursors.append(c)
+                    c.execute("SET TimeZone = 'UTC'")
+                    register_meter_types(c, cat)
+                    if customers is not None:
+                        register_customers(c, customers)
+                return c
+
+            def one(d) -> int:
                 files = lk.partition_files("events", [d])
                 if not files:
-                    continue
+                    return 0
                 src = "read_parquet([" + ", ".join(sql_str(p) for p in files) + "])"
                 if customers is not None:
                     src = f"(SELECT * FROM {src} WHERE customer_id IN (SELECT customer_id FROM shard_customers))"
                 tmp = work / f"{d}-0.parquet"
-                n = int(con.execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(tmp)} "
-                                    "(FORMAT parquet)").fetchall()[0][0])
+                n = int(cursor().execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(tmp)} "
+                                         "(FORMAT parquet)").fetchall()[0][0])
                 if n:
                     place(tmp, d, f"part-0{tag}.parquet")
-                rows += n
+                return n
+
+            with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(todo)))) as ex:
+                rows += sum(ex.map(one, todo))
         finally:
+            for c in cursors:
+                c.close()
             con.close()
         if events is None:
             events = lk.scan("events")

@@ -32,8 +32,9 @@ FILE_COLUMNS = ("customer_id", "meter_api_name", "dimensions", "dims_key", "hour
 
 
 def additive_hourly_sql(events: str, meter_types: str = "meter_types", *, with_hour_date: bool = False) -> str:
-    """SELECT giving usage_hourly rows (FILE_COLUMNS, sorted by customer_id, meter_api_name,
-    dims_key, hour) for the events of additive or unknown meters in `events`."""
+    """SELECT giving usage_hourly rows (FILE_COLUMNS, in no promised order: flows/meter.py runs
+    it single-threaded, which gives the same order for the same events) for the events of
+    additive or unknown meters in `events`."""
     dec = "DECIMAL(38, 9)"
     hd = ", CAST(hour AS DATE) AS hour_date" if with_hour_date else ""
     return f"""
@@ -70,5 +71,4 @@ SELECT customer_id, meter_api_name, dimensions,
                        WHEN 'min' THEN value_min ELSE coalesce(value_sum, CAST(0 AS {dec})) END AS {dec}) AS value,
        CAST(event_count AS BIGINT) AS event_count, CAST(value_sum AS {dec}) AS value_sum,
        value_min, value_max{hd}
-FROM agg
-ORDER BY customer_id, meter_api_name, dims_key, hour"""
+FROM agg"""

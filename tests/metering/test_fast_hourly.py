@@ -73,7 +73,8 @@ def test_additive_meters_in_duckdb_equal_hourly_usage_row_for_row():
     slow = hourly_usage(ev, METERS)
     assert list(fast.columns) == list(slow.columns)
     assert fast.height == slow.height == 7
-    assert fast.equals(slow)  # same order too: customer_id, meter_api_name, dims_key, hour
+    order = ["customer_id", "meter_api_name", "dims_key", "hour"]  # the SQL promises no row order
+    assert fast.sort(order).equals(slow.sort(order))
 
 
 def test_file_columns_are_the_table_without_its_partition():
