@@ -61,7 +61,9 @@ from catalog.config import VALUELESS_TYPES, Catalog
 from catalog.lake import Lake, duck, sql_str
 from catalog.schemas import conform
 from flows.common import UsageError, open_catalog, open_lake, parse_instant
-from transforms.ingest.dedupe import create_seen_sql, events_keys_sql, events_sql, remember_sql, winners_sql
+from transforms.ingest.dedupe import (
+    create_seen_sql, events_keys_sql, events_sql, firsts_sql, remember_sql, taken_sql, winners_sql,
+)
 from transforms.ingest.formats import SUPPORTED, Format, detect_format
 from transforms.ingest.normalize import normalize_sql, prepare, typed_parquet
 from transforms.ingest.pipeline import (
@@ -399,11 +401,16 @@ class IngestRun:
         if taken:
             rel = f"read_parquet({_paths(taken)}, hive_partitioning = true, union_by_name = true)"
             con.execute(remember_sql(SEEN, f"({events_keys_sql(rel)})"))
+            con.execute("CHECKPOINT dd")  # the keys to disk: their pages can leave memory
         self._loaded_dates.update(new_dates)
         self._groups += 1
         out = self.stage / "events" / f"g{self._groups:05d}"
         out.parent.mkdir(exist_ok=True)
-        con.execute(f"COPY ({events_sql('(' + winners_sql(CAND, SEEN) + ')')}) TO {sql_str(out)} "
+        # one step at a time: the hash tables of finding the duplicates are gone before the write
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND}_taken AS {taken_sql(CAND, SEEN)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND}_firsts AS {firsts_sql(CAND)}")
+        winners = winners_sql(CAND, SEEN, taken=f"{CAND}_taken", firsts=f"{CAND}_firsts")
+        con.execute(f"COPY ({events_sql('(' + winners + ')')}) TO {sql_str(out)} "
                     "(FORMAT parquet, PARTITION_BY (event_date), FILENAME_PATTERN 'part-{i}')")
         written = sorted(out.glob("*/*.parquet")) if out.is_dir() else []
         if not written:

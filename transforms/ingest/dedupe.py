@@ -28,29 +28,48 @@ def create_seen_sql(seen: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {seen} ({SEEN_COLUMNS})"
 
 
-def winners_sql(cand: str, seen: str) -> str:
+_ORDER = "CAST(file_seq AS BIGINT) * 4294967296 + row_number"  # file order, then record order
+
+
+def taken_sql(cand: str, seen: str) -> str:
+    """(event_date, dedup_key) of the candidates whose key is already in `seen`: a semi-join of
+    `seen` against the candidates (its hash table holds the group's candidates, bounded by the
+    group size), never a hash table of all of `seen`, which grows with the run (at 100M events
+    a NOT EXISTS against every earlier group's keys ran out of memory at 2 GB)."""
+    return f"""
+SELECT DISTINCT s.event_date, s.dedup_key FROM {seen} s
+WHERE s.event_date IN (SELECT DISTINCT event_date FROM {cand})
+  AND EXISTS (SELECT 1 FROM {cand} k WHERE k.event_date = s.event_date AND k.dedup_key = s.dedup_key)"""
+
+
+def firsts_sql(cand: str) -> str:
+    """(event_date, dedup_key, first_order) of the keys that more than one candidate has.
+    Duplicates are rare, so only those are ranked (a hash aggregate, which spills), instead of
+    a window over every candidate."""
+    return f"""
+SELECT event_date, dedup_key, min({_ORDER}) AS first_order
+FROM {cand} GROUP BY event_date, dedup_key HAVING count(*) > 1"""
+
+
+def winners_sql(cand: str, seen: str, *, taken: str | None = None, firsts: str | None = None) -> str:
     """Candidates that are the first of their key and whose key is not taken yet.
 
-    Duplicates are rare, so only keys seen more than once are ranked (a hash aggregate, which
-    spills), instead of a window over every candidate. The keys already taken are found by a
-    semi-join of `seen` against the candidates (its hash table holds the group's candidates,
-    bounded by the group size), never a hash table of all of `seen`, which grows with the run
-    (at 100M events a NOT EXISTS against every earlier group's keys ran out of memory at 2 GB).
-    """
-    order = "CAST(file_seq AS BIGINT) * 4294967296 + row_number"
-    return f"""
-WITH taken AS (
-  SELECT DISTINCT s.event_date, s.dedup_key FROM {seen} s
-  WHERE s.event_date IN (SELECT DISTINCT event_date FROM {cand})
-    AND EXISTS (SELECT 1 FROM {cand} k WHERE k.event_date = s.event_date AND k.dedup_key = s.dedup_key)
-), firsts AS (
-  SELECT event_date, dedup_key, min({order}) AS first_order
-  FROM {cand} GROUP BY event_date, dedup_key HAVING count(*) > 1
-)
+    `taken` and `firsts`: tables already holding `taken_sql` and `firsts_sql` (the ingest makes
+    them first, so that their hash tables are gone before the winners are written); by default
+    both are computed in this query."""
+    with_ = []
+    if taken is None:
+        with_.append(f"taken AS ({taken_sql(cand, seen)})")
+        taken = "taken"
+    if firsts is None:
+        with_.append(f"firsts AS ({firsts_sql(cand)})")
+        firsts = "firsts"
+    order = _ORDER.replace("file_seq", "c.file_seq").replace("row_number", "c.row_number")
+    return f"""{'WITH ' + ', '.join(with_) if with_ else ''}
 SELECT c.* FROM {cand} c
-LEFT JOIN firsts f ON c.event_date = f.event_date AND c.dedup_key = f.dedup_key
-WHERE (f.first_order IS NULL OR {order.replace('file_seq', 'c.file_seq').replace('row_number', 'c.row_number')} = f.first_order)
-  AND NOT EXISTS (SELECT 1 FROM taken s WHERE s.event_date = c.event_date AND s.dedup_key = c.dedup_key)"""
+LEFT JOIN {firsts} f ON c.event_date = f.event_date AND c.dedup_key = f.dedup_key
+WHERE (f.first_order IS NULL OR {order} = f.first_order)
+  AND NOT EXISTS (SELECT 1 FROM {taken} s WHERE s.event_date = c.event_date AND s.dedup_key = c.dedup_key)"""
 
 
 def remember_sql(seen: str, keys: str) -> str:
