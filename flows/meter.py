@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,22 +166,9 @@ def stage_usage(lk: Lake, cat: Catalog, stage: Path, todo: list[dt.date], dates:
         # on one thread: a single-threaded aggregate emits its rows in the same order every time,
         # so the same events give the same file bytes without an ORDER BY (which cost a third)
         con = duck(lk, memory_limit, threads=1)
-        local = threading.local()
-        cursors: list = []
         try:
             if customers is not None:  # a DuckDB spill folder of its own (shards run side by side)
                 con.execute(f"SET temp_directory = {sql_str(work / 'duckdb')}")
-
-            def cursor():
-                c = getattr(local, "cur", None)
-                if c is None:
-                    c = local.cur = con.cursor()
-                    cursors.append(c)
-                    c.execute("SET TimeZone = 'UTC'")
-                    register_meter_types(c, cat)
-                    if customers is not None:
-                        register_customers(c, customers)
-                return c
 
             def one(d) -> int:
                 files = lk.partition_files("events", [d])
@@ -192,8 +178,13 @@ def stage_usage(lk: Lake, cat: Catalog, stage: Path, todo: list[dt.date], dates:
                 if customers is not None:
                     src = f"(SELECT * FROM {src} WHERE customer_id IN (SELECT customer_id FROM shard_customers))"
                 tmp = work / f"{d}-0.parquet"
-                n = int(cursor().execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(tmp)} "
-                                         "(FORMAT parquet)").fetchall()[0][0])
+                with con.cursor() as cur:  # a connection of its own (registered relations are per connection)
+                    cur.execute("SET TimeZone = 'UTC'")
+                    register_meter_types(cur, cat)
+                    if customers is not None:
+                        register_customers(cur, customers)
+                    n = int(cur.execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(tmp)} "
+                                        "(FORMAT parquet)").fetchall()[0][0])
                 if n:
                     place(tmp, d, f"part-0{tag}.parquet")
                 return n
@@ -201,8 +192,6 @@ def stage_usage(lk: Lake, cat: Catalog, stage: Path, todo: list[dt.date], dates:
             with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(todo)))) as ex:
                 rows += sum(ex.map(one, todo))
         finally:
-            for c in cursors:
-                c.close()
             con.close()
         if events is None:
             events = lk.scan("events")

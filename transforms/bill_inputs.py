@@ -36,7 +36,7 @@ import polars as pl
 
 from catalog.config import Catalog
 from catalog.schemas import DEC, DIMS, TS
-from transforms.fast_hourly import ADDITIVE_TYPES
+from transforms.fast_hourly import ADDITIVE_TYPES, cancels_sql, not_cancelled_sql
 
 # the columns billing reads from counting events (and the weight of each row)
 COUNTING_COLUMNS = {
@@ -103,13 +103,14 @@ def first_events_sql(events: str, as_of: dt.datetime, *, shard: bool) -> str:
     and the events they cancel left out, as `transforms.metering.cancel` says) from the events
     relation `events`; with `shard`, only the customers of `shard_customers(customer_id)`."""
     only = "AND customer_id IN (SELECT customer_id FROM shard_customers)" if shard else ""
+    # a cancel record matches only events of its own customer and event time, so the cancels of
+    # every customer and time match exactly what those of the shard before `as_of` would
     return f"""
 WITH ev AS (SELECT customer_id, meter_api_name, unique_id, event_time, coalesce(is_cancel, false) AS c
             FROM {events} WHERE event_time < TIMESTAMPTZ '{as_of.isoformat()}' {only}),
-     cancels AS (SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM ev WHERE c)
+     cancels AS ({cancels_sql(events)})
 SELECT customer_id, min(event_time) AS t FROM ev
-WHERE NOT c AND NOT EXISTS (SELECT 1 FROM cancels x WHERE x.customer_id = ev.customer_id
-      AND x.meter_api_name = ev.meter_api_name AND x.unique_id = ev.unique_id AND x.event_time = ev.event_time)
+WHERE NOT c AND {not_cancelled_sql('ev')}
 GROUP BY customer_id"""
 
 

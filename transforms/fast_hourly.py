@@ -31,6 +31,22 @@ FILE_COLUMNS = ("customer_id", "meter_api_name", "dimensions", "dims_key", "hour
                 "value_sum", "value_min", "value_max")
 
 
+def cancels_sql(events: str) -> str:
+    """The cancel records of `events` as (customer_id, meter_api_name, unique_id, event_time).
+
+    Read from the source relation, not from a CTE that is read again later: DuckDB materialises a
+    CTE read twice (every event)."""
+    return f"SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM {events} WHERE is_cancel"
+
+
+def not_cancelled_sql(row: str, cancels: str = "cancels") -> str:
+    """The condition that the event `row` is not cancelled by a record of `cancels` (SPEC §2: same
+    customer_id, meter_api_name, unique_id and event_time; a null unique_id matches nothing)."""
+    return (f"NOT EXISTS (SELECT 1 FROM {cancels} c WHERE c.customer_id = {row}.customer_id "
+            f"AND c.meter_api_name = {row}.meter_api_name AND c.unique_id = {row}.unique_id "
+            f"AND c.event_time = {row}.event_time)")
+
+
 def additive_hourly_sql(events: str, meter_types: str = "meter_types", *, with_hour_date: bool = False) -> str:
     """SELECT giving usage_hourly rows (FILE_COLUMNS, in no promised order: flows/meter.py runs
     it single-threaded, which gives the same order for the same events) for the events of
@@ -44,14 +60,10 @@ WITH ev AS (
          coalesce(t.type, 'sum') AS mtype
   FROM {events} e LEFT JOIN {meter_types} t ON t.meter_api_name = e.meter_api_name
   WHERE coalesce(t.type, 'sum') IN {ADDITIVE_TYPES!r}
-), cancels AS (  -- from the source, not `ev`: a CTE read twice is materialised (every event)
-  SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM {events} WHERE is_cancel
+), cancels AS ({cancels_sql(events)}
 ), counting AS (
   SELECT ev.* FROM ev
-  WHERE NOT is_cancel AND (mtype = 'count' OR meter_value IS NOT NULL)
-    AND NOT EXISTS (SELECT 1 FROM cancels c WHERE c.customer_id = ev.customer_id
-                    AND c.meter_api_name = ev.meter_api_name AND c.unique_id = ev.unique_id
-                    AND c.event_time = ev.event_time)
+  WHERE NOT is_cancel AND (mtype = 'count' OR meter_value IS NOT NULL) AND {not_cancelled_sql('ev')}
 ), keyed AS (  -- the combination as a MAP with sorted keys (ingest writes them so: rebuilt only if not)
   SELECT customer_id, meter_api_name, mtype, meter_value, date_trunc('hour', event_time) AS hour,
          CASE WHEN dimensions IS NULL THEN MAP {{}}::MAP(VARCHAR, VARCHAR)
