@@ -91,10 +91,17 @@ def worker_meterbill(lake: str, as_of: str, profile: str | None) -> dict:
     from prefect import flow
 
     from flows.bill import bill_flow
+    from flows.common import local_engine
     from flows.ingest import ingest_flow
     from flows.meter import meter_flow
 
     t_import = time.perf_counter() - t0
+    with local_engine():  # as `meterbill` runs flows on the local API (flows/common.py)
+        return _meterbill_stages(flow, ingest_flow, meter_flow, bill_flow, lake, as_of, profile, t_import)
+
+
+def _meterbill_stages(flow, ingest_flow, meter_flow, bill_flow, lake: str, as_of: str, profile: str | None,
+                      t_import: float) -> dict:
 
     @flow(name="bench-warm-up")
     def warm() -> int:

@@ -7,6 +7,7 @@ catalogue stops the run with one line per problem naming file, record and field.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -505,12 +506,38 @@ def _find(catalog_dir: Path, name: str, tabular: bool) -> Path | None:
     return found[0] if found else None
 
 
+_LOADED: dict[str, Catalog] = {}  # content digest of a catalogue folder -> its Catalog (the last few)
+
+
+def _digest(catalog_dir: Path) -> str:
+    """sha256 over the names and bytes of the folder's files: equal digests, equal catalogues."""
+    h = hashlib.sha256()
+    for f in sorted(catalog_dir.iterdir()):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def load_catalog(catalog_dir: Path | str) -> Catalog:
-    """Read and validate every catalogue file; raise CatalogError listing every problem."""
+    """Read and validate every catalogue file; raise CatalogError listing every problem.
+
+    A run loads the catalogue in every flow and task; a folder whose files did not change since
+    an earlier load in this process (same names and bytes) gives the same validated Catalog
+    (frozen models) without parsing it again."""
     catalog_dir = Path(catalog_dir)
-    problems: list[str] = []
     if not catalog_dir.is_dir():
         raise CatalogError([f"{catalog_dir}: catalogue folder not found"])
+    key = _digest(catalog_dir)
+    if key not in _LOADED:
+        cat = _load(catalog_dir)
+        while len(_LOADED) >= 4:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = cat
+    return _LOADED[key]
+
+
+def _load(catalog_dir: Path) -> Catalog:
+    problems: list[str] = []
     tables: dict[str, dict[str, Any]] = {}
     for name, (model, key, tabular) in TABLES.items():
         tables[name] = {}

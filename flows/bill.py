@@ -8,8 +8,12 @@ usage for them becomes adjustment lines on the customer's next invoice.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
@@ -54,7 +58,7 @@ def _event_columns(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list,
-                    customers: set[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                    customers: set[str] | None = None, cache: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(counting rows, cancel records) for billing, from usage_hourly plus the few events it cannot
     stand for (transforms/bill_inputs.py). usage_hourly must be up to date (`ensure_metered`)."""
     pf = billing.periods_frame(periods)
@@ -74,27 +78,107 @@ def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list,
         parts.append(_event_columns(lf.filter(mine & bill_inputs.real_events_filter(frag, as_of, slow))).collect())
     real = apply_cancellations(pl.concat(parts))
     # the pre-aggregated buckets of every other hour
-    pseudo = None
-    if lk.exists("usage_hourly"):
-        con = duck(lk)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            register_meter_types(con, cat)
-            con.register("periods", pf.select("customer_id", "start", "end").to_arrow())
-            con.register("frag", frag.to_arrow())
-            if customers is not None:
-                register_customers(con, customers)
-            src = (f"read_parquet({sql_str(lk.table_glob('usage_hourly'))}, hive_partitioning = false, "
-                   "union_by_name = true)")
-            pseudo = con.sql(bill_inputs.pseudo_events_sql(src, cut_hour=bill_inputs.floor_hour(as_of),
-                                                           shard=customers is not None)).pl()
-        finally:
-            con.close()
+    pseudo = pseudo_events(lk, cat, pf, frag, as_of, customers, cache=cache)
     count_meters = {n for n, m in cat.meters.items() if m.type == "count"}
     counting = bill_inputs.counting_frame(pseudo, real, count_meters)
     # every cancel record (reconciliation counts them per item and period)
     cancels = _event_columns(events.filter(mine & before & pl.col("is_cancel").fill_null(False))).collect()
     return counting, cancels
+
+
+BUCKETS_DIR = "bill_buckets"  # in warehouse/_state: the buckets of the last bill run, a file per UTC month
+_BUCKET_DATES = "meterbill.bucket_dates"  # a file's Parquet key-value metadata: {date: key} of its dates
+
+
+def hourly_files(lk: Lake) -> dict[dt.date, list[tuple[str, int, int]]] | None:
+    """date -> [(file name, size, mtime_ns)] of usage_hourly; None when a file is not in a
+    `hour_date=` partition folder (a layout the bucket cache does not know)."""
+    root = lk.table_dir("usage_hourly")
+    out: dict[dt.date, list[tuple[str, int, int]]] = {}
+    for f in root.rglob("*.parquet"):
+        part = f.parent.name
+        if f.parent.parent != root or not part.startswith("hour_date="):
+            return None
+        try:
+            d = dt.date.fromisoformat(part.removeprefix("hour_date="))
+        except ValueError:
+            return None
+        st = f.stat()
+        out.setdefault(d, []).append((f.name, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _cached_bucket_dates(path) -> dict[str, str] | None:
+    """The {date: key} a cached bucket file was made from; None when it is absent or unreadable."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        keys = json.loads(meta[_BUCKET_DATES.encode()])
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+    return keys if isinstance(keys, dict) else None
+
+
+def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, as_of: dt.datetime,
+                  customers: set[str] | None = None, cache: bool = True) -> pl.DataFrame | None:
+    """The pseudo-events of usage_hourly (transforms/bill_inputs.py); None when there is none.
+
+    Without a shard, the buckets behind them are kept in `_state/bill_buckets/`, a file per UTC
+    month (a bucket never straddles one) holding a key per date of the month
+    (`bill_inputs.bucket_date_keys`). A month whose cached dates all kept their key is reused,
+    and new dates' buckets are merged into it (a new day reads one partition, not the lake); a
+    month with a changed or vanished date is made again from its own partitions. Deleting the
+    folder is always safe."""
+    if not lk.exists("usage_hourly"):
+        return None
+    cut = bill_inputs.floor_hour(as_of)
+    files = hourly_files(lk) if cache and customers is None else None
+    con = duck(lk)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        register_meter_types(con, cat)
+        con.register("periods", pf.select("customer_id", "start", "end").to_arrow())
+        con.register("frag", frag.to_arrow())
+        if files is None:  # a shard, or no cache
+            if customers is not None:
+                register_customers(con, customers)
+            src = (f"read_parquet({sql_str(lk.table_glob('usage_hourly'))}, hive_partitioning = false, "
+                   "union_by_name = true)")
+            return con.sql(bill_inputs.pseudo_events_sql(src, cut_hour=cut, shard=customers is not None)).pl()
+        keys = bill_inputs.bucket_date_keys(files, pf, frag, cut, {n: m.type for n, m in cat.meters.items()})
+        months: dict[str, dict[str, str]] = {}
+        for d, k in keys.items():
+            months.setdefault(d[:7], {})[d] = k
+        folder = lk.warehouse_dir / "_state" / BUCKETS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def hours(dates: list[str]) -> str:
+            paths = [str(lk.partition_dir("usage_hourly", d) / name) for d in dates
+                     for name, _, _ in files[dt.date.fromisoformat(d)]]
+            return (f"read_parquet([{', '.join(sql_str(x) for x in paths)}], hive_partitioning = false, "
+                    "union_by_name = true)")
+
+        for month, current in sorted(months.items()):
+            path = folder / f"month={month}.parquet"
+            add = bill_inputs.reusable_buckets(_cached_bucket_dates(path), current)
+            if add == []:
+                continue
+            if add is None:
+                q = bill_inputs.buckets_sql(hours(sorted(current)), cut_hour=cut, shard=False)
+            else:
+                new = bill_inputs.buckets_sql(hours(add), cut_hour=cut, shard=False)
+                q = bill_inputs.merge_buckets_sql(f"(SELECT * FROM read_parquet({sql_str(path)}) "
+                                                  f"UNION ALL BY NAME ({new}))")
+            tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+            con.execute(f"COPY ({q}) TO {sql_str(tmp)} (FORMAT parquet, "
+                        f"KV_METADATA {{{sql_str(_BUCKET_DATES)}: {sql_str(json.dumps(current, sort_keys=True))}}})")
+            os.replace(tmp, path)
+        for old in folder.glob("month=*.parquet"):  # months without usage any more
+            if old.name.removeprefix("month=").removesuffix(".parquet") not in months:
+                old.unlink()
+        src = f"read_parquet([{', '.join(sql_str(folder / f'month={m}.parquet') for m in sorted(months))}])"
+        return con.sql(bill_inputs.pseudo_from_buckets_sql(src)).pl()
+    finally:
+        con.close()
 
 
 def event_counting(lk: Lake, as_of: dt.datetime, customers: set[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -107,13 +191,14 @@ def event_counting(lk: Lake, as_of: dt.datetime, customers: set[str] | None = No
 
 
 def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None,
-                source: str = "hourly") -> dict[str, pl.DataFrame]:
+                source: str = "hourly", cache: bool = True) -> dict[str, pl.DataFrame]:
     """The five billing tables as of `as_of`; with `customers`, only theirs (a shard, see
     flows/executors.py: every billing rule is per customer, so a shard's rows are exact).
 
     source "hourly" (the default) reads usage from usage_hourly (which must be up to date, see
     `ensure_metered`) and only the events it cannot stand for; "events" reads every event (the
-    reference the tests compare it with)."""
+    reference the tests compare it with). `cache` False leaves the bucket cache of usage_hourly
+    alone (`pseudo_events`)."""
     fz = frozen_state(lk)
     if customers is not None:
         mine = pl.col("customer_id").is_in(sorted(customers))
@@ -131,7 +216,7 @@ def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] 
         periods = [p for p in periods if p.customer_id in customers]
     pcat = cat
     if source == "hourly":
-        counting, cancels = hourly_counting(lk, cat, as_of, periods, customers)
+        counting, cancels = hourly_counting(lk, cat, as_of, periods, customers, cache=cache)
         pcat = bill_inputs.counting_catalog(cat)
     usage = billing.line_usage(pcat, counting, periods, as_of)
     rewards = billing.reward_usage(pcat, counting, periods, as_of) if cat.rewards else None

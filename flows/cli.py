@@ -521,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verb = next((a for a in args if not a.startswith("-")), "")
     try:
-        cmd.main(args=args, prog_name="meterbill", standalone_mode=False)
+        from flows.common import local_engine
+
+        with local_engine():
+            cmd.main(args=args, prog_name="meterbill", standalone_mode=False)
         from catalog.lake import push_remote_lakes
 
         push_remote_lakes()  # an s3:// lake: upload what the command wrote (nothing if it failed)

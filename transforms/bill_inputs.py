@@ -31,6 +31,8 @@ SQL building and frame assembly only; flows/bill.py runs the queries.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 
 import polars as pl
 
@@ -43,6 +45,8 @@ COUNTING_COLUMNS = {
     "customer_id": pl.String, "meter_api_name": pl.String, "meter_value": DEC, "event_time": TS,
     "unique_id": pl.String, "dimensions": DIMS, "is_cancel": pl.Boolean, "_w": pl.Int64,
 }
+# what a bucket of hourly rows is grouped by (see buckets_sql)
+BUCKET_KEYS = ("customer_id", "meter_api_name", "dims_key", "pstart", "month")
 
 
 def event_meters(cat: Catalog) -> list[str]:
@@ -66,13 +70,16 @@ def fragment_hours(periods: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
             .unique().sort("customer_id", "hour"))
 
 
-def pseudo_events_sql(hourly: str, *, cut_hour: dt.datetime, shard: bool) -> str:
-    """SELECT of the pseudo-events (COUNTING_COLUMNS but `dims_key` for `unique_id`) from the
-    hourly relation `hourly`; needs the relations `meter_types(meter_api_name, type)`,
-    `periods(customer_id, start, end)`, `frag(customer_id, hour)` and, with `shard`,
-    `shard_customers(customer_id)`. Hours from `cut_hour` on are left out (the caller reads
-    them as events)."""
-    dec = "DECIMAL(38, 9)"
+def buckets_sql(hourly: str, *, cut_hour: dt.datetime, shard: bool) -> str:
+    """SELECT of the buckets (BUCKET_KEYS, then dimensions, mtype, event_time, w, vsum, vmin, vmax)
+    from the hourly relation `hourly`: one row per customer × meter × dimension combination ×
+    period start (NULL: no period) × UTC month, before the meter type picks the value. Needs the
+    relations `meter_types(meter_api_name, type)`, `periods(customer_id, start, end)`,
+    `frag(customer_id, hour)` and, with `shard`, `shard_customers(customer_id)`. Hours from
+    `cut_hour` on are left out (the caller reads them as events).
+
+    Buckets are mergeable: the buckets of two sets of hours, grouped again by `merge_buckets_sql`,
+    are the buckets of their union (sums, counts, minima, maxima and the first hour)."""
     only = "AND h.customer_id IN (SELECT customer_id FROM shard_customers)" if shard else ""
     return f"""
 WITH h AS (
@@ -85,17 +92,89 @@ WITH h AS (
 ), tagged AS (
   SELECT h.*, p.start AS pstart
   FROM h LEFT JOIN periods p ON p.customer_id = h.customer_id AND h.hour >= p.start AND h.hour < p."end"
-), agg AS (
-  SELECT customer_id, meter_api_name, dims_key, any_value(dimensions) AS dimensions,
-         any_value(mtype) AS mtype, min(hour) AS event_time, sum(event_count) AS w,
-         sum(value_sum) AS vsum, min(value_min) AS vmin, max(value_max) AS vmax
-  FROM tagged GROUP BY customer_id, meter_api_name, dims_key, pstart, date_trunc('month', hour)
 )
+SELECT customer_id, meter_api_name, dims_key, pstart, date_trunc('month', hour) AS month,
+       any_value(dimensions) AS dimensions, any_value(mtype) AS mtype, min(hour) AS event_time,
+       CAST(sum(event_count) AS BIGINT) AS w, sum(value_sum) AS vsum, min(value_min) AS vmin,
+       max(value_max) AS vmax
+FROM tagged GROUP BY customer_id, meter_api_name, dims_key, pstart, date_trunc('month', hour)"""
+
+
+def merge_buckets_sql(buckets: str) -> str:
+    """The buckets of the relation `buckets` (rows of `buckets_sql`, from several sets of hours)
+    grouped again into one row per bucket key."""
+    keys = ", ".join(BUCKET_KEYS)
+    return f"""
+SELECT {keys}, any_value(dimensions) AS dimensions, any_value(mtype) AS mtype, min(event_time) AS event_time,
+       CAST(sum(w) AS BIGINT) AS w, sum(vsum) AS vsum, min(vmin) AS vmin, max(vmax) AS vmax
+FROM {buckets} GROUP BY {keys}"""
+
+
+def pseudo_from_buckets_sql(buckets: str) -> str:
+    """SELECT of the pseudo-events (COUNTING_COLUMNS but `dims_key` for `unique_id`) from the
+    relation `buckets`: each bucket's sum / count / max / min, as its meter type says."""
+    dec = "DECIMAL(38, 9)"
+    return f"""
 SELECT customer_id, meter_api_name,
        CAST(CASE mtype WHEN 'count' THEN CAST(w AS {dec}) WHEN 'max' THEN vmax WHEN 'min' THEN vmin
                        ELSE vsum END AS {dec}) AS meter_value,
        event_time, dims_key, dimensions, CAST(w AS BIGINT) AS _w
-FROM agg"""
+FROM {buckets}"""
+
+
+def pseudo_events_sql(hourly: str, *, cut_hour: dt.datetime, shard: bool) -> str:
+    """SELECT of the pseudo-events from the hourly relation `hourly` in one query (the relations
+    `buckets_sql` needs must exist)."""
+    return pseudo_from_buckets_sql(f"({buckets_sql(hourly, cut_hour=cut_hour, shard=shard)})")
+
+
+def bucket_date_keys(files: dict[dt.date, list[tuple[str, int, int]]], periods: pl.DataFrame,
+                     frag: pl.DataFrame, cut_hour: dt.datetime, meter_types: dict[str, str]) -> dict[str, str]:
+    """UTC date -> a key of everything the buckets of that date's hours depend on: the date's
+    usage_hourly files (name, size, mtime_ns: files are replaced, never rewritten in place), the
+    periods overlapping the date (customer, start, end), the cut hours of the date (`frag`), the
+    `cut_hour` when it falls before the date's end, the meter types and the bucket query itself.
+    Equal keys mean equal buckets for that date (see flows/bill.py `pseudo_events`)."""
+    dates = sorted(files)
+    if not dates:
+        return {}
+    static = _sha(buckets_sql("hourly", cut_hour=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc), shard=False),
+                  json.dumps(sorted(meter_types.items())))
+    span = pl.DataFrame({"date": dates}, schema={"date": pl.Date})
+    per = (periods.select(pl.date_ranges(pl.col("start").dt.date(),
+                                         (pl.col("end") - pl.duration(microseconds=1)).dt.date()).alias("date"),
+                          pl.concat_str(["customer_id", pl.col("start").dt.to_string("%+"),
+                                         pl.col("end").dt.to_string("%+")], separator="|").alias("p"))
+           .explode("date").join(span, on="date", how="semi")
+           .group_by("date").agg(pl.col("p").sort().str.join(";")))
+    cut = (frag.select(pl.col("hour").dt.date().alias("date"),
+                       pl.concat_str(["customer_id", pl.col("hour").dt.to_string("%+")], separator="|").alias("f"))
+           .group_by("date").agg(pl.col("f").sort().str.join(";")))
+    ptext = dict(per.iter_rows())
+    ftext = dict(cut.iter_rows())
+    out = {}
+    for d in dates:
+        end = dt.datetime.combine(d + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        out[d.isoformat()] = _sha(static, json.dumps(sorted(files[d])), ptext.get(d, ""), ftext.get(d, ""),
+                                  cut_hour.isoformat() if cut_hour < end else "")
+    return out
+
+
+def reusable_buckets(cached: dict[str, str] | None, current: dict[str, str]) -> list[str] | None:
+    """The dates whose buckets must be added to cached buckets made from the dates of `cached`
+    (date -> key) to get those of `current`; None when the cached buckets can't be reused (a
+    cached date is gone or its key changed: they are made again from every date)."""
+    if cached is None or any(current.get(d) != k for d, k in cached.items()):
+        return None
+    return sorted(d for d in current if d not in cached)
+
+
+def _sha(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        b = part.encode()
+        h.update(len(b).to_bytes(8, "big") + b)  # length-prefixed: no two part lists hash alike
+    return h.hexdigest()
 
 
 def first_events_sql(events: str, as_of: dt.datetime, *, shard: bool) -> str:
