@@ -25,6 +25,11 @@ compares both on lakes with every meter type, half-hour time zones, plan changes
 and an `as_of` inside an hour), while memory no longer grows with the number of events of the
 additive meters: at 10M events the bill stage held 6.5 GB reading all events, now the buckets.
 
+The buckets behind the pseudo-events are mergeable (sums, counts, minima, maxima, first hours),
+so billing keeps them per UTC month between runs, with a key per date of everything they depend
+on (`bucket_date_keys`), and a new day only adds its own buckets (`reusable_buckets`; flows/bill.py
+`pseudo_events`, tests/billing/test_bill_cache.py).
+
 SQL building and frame assembly only; flows/bill.py runs the queries.
 """
 
