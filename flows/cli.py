@@ -7,6 +7,7 @@ bad catalogue prints one line per problem and exits non-zero, never a traceback.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -229,6 +230,19 @@ def print_run_summary(title: str, rep: dict) -> None:
 # ------------------------------------------------------------------ verbs
 
 
+def _local_flows(fn):
+    """A verb that runs flows: on the local Prefect API they send no heartbeats (flows/common.py
+    `local_engine`). Applied per verb so that `--help` and the table verbs never import Prefect."""
+    @functools.wraps(fn)
+    def verb(*args, **kwargs):
+        from flows.common import local_engine
+
+        with local_engine():
+            return fn(*args, **kwargs)
+
+    return verb
+
+
 @app.command()
 def check(lake: Optional[str] = LAKE):
     """Validate the catalogue and print every problem (exit 1 if any)."""
@@ -262,6 +276,7 @@ def generate(
 
 
 @app.command()
+@_local_flows
 def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
            max_event_age_days: Optional[int] = typer.Option(None, "--max-event-age-days", min=1)):
     """Raw files -> events, quarantine, ingest_files."""
@@ -281,6 +296,7 @@ def _summary_line(verb: str, rep) -> str:
 
 
 @app.command()
+@_local_flows
 def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
           workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Events -> usage_hourly (only the hours that changed)."""
@@ -294,6 +310,7 @@ def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: st
 
 
 @app.command()
+@_local_flows
 def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
          workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Usage -> line_items, invoices, credit_ledger, unbilled_usage."""
@@ -319,6 +336,7 @@ def _latest_invoices(lk):
 
 
 @app.command()
+@_local_flows
 def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
            no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record firings."),
            executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
@@ -334,6 +352,7 @@ def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
 
 
 @app.command()
+@_local_flows
 def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
         no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record alert firings."),
         executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
@@ -350,6 +369,7 @@ def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
 
 
 @app.command()
+@_local_flows
 def backfill(
     from_: str = typer.Option(..., "--from", help="Start of the range: a date or an ISO-8601 instant."),
     to: str = typer.Option(..., "--to", help="End of the range (exclusive): a date or an ISO-8601 instant, not after now."),
@@ -500,6 +520,7 @@ def serve(lake: Optional[str] = LAKE,
 
 
 @app.command()
+@_local_flows
 def demo(
     lake: Optional[str] = LAKE,
     days: int = typer.Option(45, "--days", min=1),
@@ -521,10 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verb = next((a for a in args if not a.startswith("-")), "")
     try:
-        from flows.common import local_engine
-
-        with local_engine():
-            cmd.main(args=args, prog_name="meterbill", standalone_mode=False)
+        cmd.main(args=args, prog_name="meterbill", standalone_mode=False)
         from catalog.lake import push_remote_lakes
 
         push_remote_lakes()  # an s3:// lake: upload what the command wrote (nothing if it failed)
