@@ -127,18 +127,25 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
     (`bill_inputs.bucket_date_keys`). A month whose cached dates all kept their key is reused,
     and new dates' buckets are merged into it (a new day reads one partition, not the lake); a
     month with a changed or vanished date is made again from its own partitions. Deleting the
-    folder is always safe."""
+    folder is always safe. While one process holds the folder's lock, another bills without it
+    (a merge must never read a month another run is replacing)."""
     if not lk.exists("usage_hourly"):
         return None
     cut = bill_inputs.floor_hour(as_of)
-    files = hourly_files(lk) if cache and customers is None else None
+    lock = None
+    if cache and customers is None:
+        try:  # one process at a time reads and replaces the cached months; another bills without them
+            lock = lk.lock(BUCKETS_DIR).acquire()
+        except RuntimeError:
+            lock = None
+    files = hourly_files(lk) if lock is not None else None
     con = duck(lk)
     try:
         con.execute("SET TimeZone = 'UTC'")
         register_meter_types(con, cat)
         con.register("periods", pf.select("customer_id", "start", "end").to_arrow())
         con.register("frag", frag.to_arrow())
-        if files is None:  # a shard, or no cache
+        if files is None:  # a shard, no cache, or another run holds the cache
             if customers is not None:
                 register_customers(con, customers)
             src = (f"read_parquet({sql_str(lk.table_glob('usage_hourly'))}, hive_partitioning = false, "
@@ -179,6 +186,8 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
         return con.sql(bill_inputs.pseudo_from_buckets_sql(src)).pl()
     finally:
         con.close()
+        if lock is not None:
+            lock.release()
 
 
 def event_counting(lk: Lake, as_of: dt.datetime, customers: set[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -103,3 +103,11 @@ def test_cache_follows_every_change(lake: Lake) -> None:
     _step(lake, dt.datetime(2026, 11, 11, 9, 30, 15, tzinfo=UTC))
     assert sorted(_months(lake)) == ["month=2026-10.parquet", "month=2026-11.parquet"]
     assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
+
+    # 6. while another run holds the cache, a bill neither reads nor writes it, and bills the same
+    at = dt.datetime(2026, 11, 11, 9, 30, 15, tzinfo=UTC)
+    stored = {t: lake.read(t) for t in ("invoices", "line_items", "credit_ledger", "unbilled_usage", "reconciliation")}
+    with lake.lock(BUCKETS_DIR):
+        (folder / "month=2026-11.parquet").write_bytes(b"being replaced")
+        _same(bill_tables(lake, load_catalog(lake.catalog_dir), at), stored)
+        assert (folder / "month=2026-11.parquet").read_bytes() == b"being replaced"
