@@ -139,8 +139,9 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
         except RuntimeError:
             lock = None
     files = hourly_files(lk) if lock is not None else None
-    con = duck(lk)
+    con = None
     try:
+        con = duck(lk)
         con.execute("SET TimeZone = 'UTC'")
         register_meter_types(con, cat)
         con.register("periods", pf.select("customer_id", "start", "end").to_arrow())
@@ -185,7 +186,8 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
         src = f"read_parquet([{', '.join(sql_str(folder / f'month={m}.parquet') for m in sorted(months))}])"
         return con.sql(bill_inputs.pseudo_from_buckets_sql(src)).pl()
     finally:
-        con.close()
+        if con is not None:
+            con.close()
         if lock is not None:
             lock.release()
 
