@@ -402,7 +402,7 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
             lines.append(f"| {name} | {s['wall_s']} | {st['ingest']} | {st['meter']} | {st['bill']} | "
                          f"{s['peak_rss_mb']:,} | {s['load_before']} |")
         if not f.get("exit") and not o.get("exit"):
-            lines += ["", f"One day / full = **{o['wall_s'] / f['wall_s']:.2f}** (target ≤ 0.10)."]
+            lines += ["", f"One day / full = **{o['wall_s'] / f['wall_s']:.3f}** ({o['wall_s']} s / {f['wall_s']} s; target ≤ 0.10)."]
     if pricing:
         lines += ["", "## Pricing (issue 5)", "",
                   f"`tests/pricing/timing.py` in its own process (load before {pricing['load_before']}): "
