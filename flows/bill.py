@@ -138,9 +138,9 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
             lock = lk.lock(BUCKETS_DIR).acquire()
         except RuntimeError:
             lock = None
-    files = hourly_files(lk) if lock is not None else None
     con = None
     try:
+        files = hourly_files(lk) if lock is not None else None
         con = duck(lk)
         con.execute("SET TimeZone = 'UTC'")
         register_meter_types(con, cat)
@@ -158,6 +158,8 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
             months.setdefault(d[:7], {})[d] = k
         folder = lk.warehouse_dir / "_state" / BUCKETS_DIR
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".month=*.tmp"):  # a run that died writing (we hold the lock)
+            stale.unlink()
 
         def hours(dates: list[str]) -> str:
             paths = [str(lk.partition_dir("usage_hourly", d) / name) for d in dates
@@ -177,6 +179,7 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
                 q = bill_inputs.merge_buckets_sql(f"(SELECT * FROM read_parquet({sql_str(path)}) "
                                                   f"UNION ALL BY NAME ({new}))")
             tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+            q = f"SELECT * FROM ({q}) ORDER BY {', '.join(bill_inputs.BUCKET_KEYS)}"  # the same bytes every time
             con.execute(f"COPY ({q}) TO {sql_str(tmp)} (FORMAT parquet, "
                         f"KV_METADATA {{{sql_str(_BUCKET_DATES)}: {sql_str(json.dumps(current, sort_keys=True))}}})")
             os.replace(tmp, path)

@@ -4,7 +4,7 @@ One lake lives through what a scheduled deployment sees — a new day, late even
 a subscription added in the past, a damaged cache file, an `as_of` inside an hour — and after
 each step the five tables billed with the cache equal those billed without it (and, once, those
 billed from every event). The months that did not change are not rewritten; the ones that did
-are.
+are, and a month a new day was merged into has the bytes of the same month made from scratch.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ def test_cache_follows_every_change(lake: Lake) -> None:
     assert after["month=2026-10.parquet"] == first["month=2026-10.parquet"]
     assert after["month=2026-11.parquet"] != first["month=2026-11.parquet"]
     assert inv.filter(pl.col("status") == "draft").height > 10
+    #    the merged month has the bytes of the month made from scratch (rows in key order)
+    nov = lake.warehouse_dir / "_state" / BUCKETS_DIR / "month=2026-11.parquet"
+    merged = nov.read_bytes()
+    nov.unlink()
+    bill_tables(lake, cat, dt.datetime(2026, 11, 11, tzinfo=UTC))
+    assert nov.read_bytes() == merged
 
     # 3. late events for an old day (October 12) make October again
     late = [{"customer_id": "cus_005", "meter_api_name": "api_calls", "meter_value": 7000 + i,
@@ -95,11 +101,12 @@ def test_cache_follows_every_change(lake: Lake) -> None:
     late_sub = billed["invoices"].filter((pl.col("customer_id") == "cus_nosub") & (pl.col("plan_id") == "growth"))
     assert late_sub["period_start"].to_list() == [dt.datetime(2026, 10, 19, 18, 30, tzinfo=UTC)]
 
-    # 5. a damaged cache file and a stray month are made again / removed, not trusted; `as_of`
-    #    inside an hour
+    # 5. a damaged cache file, a stray month and a dead run's temporary file are made again /
+    #    removed, not trusted; `as_of` inside an hour
     folder = lake.warehouse_dir / "_state" / BUCKETS_DIR
     (folder / "month=2026-10.parquet").write_bytes(b"not parquet")
     (folder / "month=2025-01.parquet").write_bytes(b"PAR1")
+    (folder / ".month=2026-11.parquet.999999.tmp").write_bytes(b"left by a run that died")
     _step(lake, dt.datetime(2026, 11, 11, 9, 30, 15, tzinfo=UTC))
     assert sorted(_months(lake)) == ["month=2026-10.parquet", "month=2026-11.parquet"]
     assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
