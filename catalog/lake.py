@@ -105,6 +105,12 @@ class Lake:
             raise KeyError(f"bad state name {name!r}")
         return self.warehouse_dir / "_state" / f"{name}.json"
 
+    def state_dir(self, name: str) -> Path:
+        """A folder of run state (a cache) under `_state/`."""
+        if not _SAFE_TABLE.match(name):
+            raise KeyError(f"bad state name {name!r}")
+        return self.warehouse_dir / "_state" / name
+
     def read_state(self, name: str) -> dict | None:
         p = self._state_path(name)
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
@@ -283,6 +289,20 @@ class Lake:
             if d.is_dir():
                 files.extend(sorted(d.glob("*.parquet")))
         return files
+
+    def partition_listing(self, table: str) -> dict[str, list[tuple[str, int, int]]] | None:
+        """Partition value -> [(file name, size, mtime_ns)] of a partitioned table's Parquet files
+        (files are replaced, never rewritten in place, so these say when one changed); None when
+        a file is not in a partition folder."""
+        self._recover(table)
+        root, prefix = self.table_dir(table), f"{PARTITIONS[table]}="
+        out: dict[str, list[tuple[str, int, int]]] = {}
+        for f in root.rglob("*.parquet"):
+            if f.parent.parent != root or not f.parent.name.startswith(prefix):
+                return None
+            st = f.stat()
+            out.setdefault(f.parent.name.removeprefix(prefix), []).append((f.name, st.st_size, st.st_mtime_ns))
+        return out
 
     @property
     def journal_dir(self) -> Path:

@@ -91,21 +91,15 @@ _BUCKET_DATES = "meterbill.bucket_dates"  # a file's Parquet key-value metadata:
 
 
 def hourly_files(lk: Lake) -> dict[dt.date, list[tuple[str, int, int]]] | None:
-    """date -> [(file name, size, mtime_ns)] of usage_hourly; None when a file is not in a
-    `hour_date=` partition folder (a layout the bucket cache does not know)."""
-    root = lk.table_dir("usage_hourly")
-    out: dict[dt.date, list[tuple[str, int, int]]] = {}
-    for f in root.rglob("*.parquet"):
-        part = f.parent.name
-        if f.parent.parent != root or not part.startswith("hour_date="):
-            return None
-        try:
-            d = dt.date.fromisoformat(part.removeprefix("hour_date="))
-        except ValueError:
-            return None
-        st = f.stat()
-        out.setdefault(d, []).append((f.name, st.st_size, st.st_mtime_ns))
-    return out
+    """date -> [(file name, size, mtime_ns)] of usage_hourly; None when its layout is not one
+    folder per date (the bucket cache is not used then)."""
+    listing = lk.partition_listing("usage_hourly")
+    if listing is None:
+        return None
+    try:
+        return {dt.date.fromisoformat(d): files for d, files in listing.items()}
+    except ValueError:
+        return None
 
 
 def _cached_bucket_dates(path) -> dict[str, str] | None:
@@ -156,7 +150,7 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
         months: dict[str, dict[str, str]] = {}
         for d, k in keys.items():
             months.setdefault(d[:7], {})[d] = k
-        folder = lk.warehouse_dir / "_state" / BUCKETS_DIR
+        folder = lk.state_dir(BUCKETS_DIR)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".month=*.tmp"):  # a run that died writing (we hold the lock)
             stale.unlink()

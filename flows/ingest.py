@@ -409,7 +409,7 @@ class IngestRun:
         # one step at a time: the hash tables of finding the duplicates are gone before the write
         con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND}_taken AS {taken_sql(CAND, SEEN)}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND}_firsts AS {firsts_sql(CAND)}")
-        winners = winners_sql(CAND, SEEN, taken=f"{CAND}_taken", firsts=f"{CAND}_firsts")
+        winners = winners_sql(CAND, taken=f"{CAND}_taken", firsts=f"{CAND}_firsts")
         con.execute(f"COPY ({events_sql('(' + winners + ')')}) TO {sql_str(out)} "
                     "(FORMAT parquet, PARTITION_BY (event_date), FILENAME_PATTERN 'part-{i}')")
         written = sorted(out.glob("*/*.parquet")) if out.is_dir() else []

@@ -29,7 +29,7 @@ T0 = dt.date(2026, 10, 1)
 
 def _months(lk: Lake) -> dict[str, int]:
     """month file -> mtime_ns."""
-    folder = lk.warehouse_dir / "_state" / BUCKETS_DIR
+    folder = lk.state_dir(BUCKETS_DIR)
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("month=*.parquet"))}
 
 
@@ -72,7 +72,7 @@ def test_cache_follows_every_change(lake: Lake) -> None:
     assert after["month=2026-11.parquet"] != first["month=2026-11.parquet"]
     assert inv.filter(pl.col("status") == "draft").height > 10
     #    the merged month has the bytes of the month made from scratch (rows in key order)
-    nov = lake.warehouse_dir / "_state" / BUCKETS_DIR / "month=2026-11.parquet"
+    nov = lake.state_dir(BUCKETS_DIR) / "month=2026-11.parquet"
     merged = nov.read_bytes()
     nov.unlink()
     bill_tables(lake, cat, dt.datetime(2026, 11, 11, tzinfo=UTC))
@@ -103,7 +103,7 @@ def test_cache_follows_every_change(lake: Lake) -> None:
 
     # 5. a damaged cache file, a stray month and a dead run's temporary file are made again /
     #    removed, not trusted; `as_of` inside an hour
-    folder = lake.warehouse_dir / "_state" / BUCKETS_DIR
+    folder = lake.state_dir(BUCKETS_DIR)
     (folder / "month=2026-10.parquet").write_bytes(b"not parquet")
     (folder / "month=2025-01.parquet").write_bytes(b"PAR1")
     (folder / ".month=2026-11.parquet.999999.tmp").write_bytes(b"left by a run that died")

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from catalog import Lake
-from transforms.ingest.dedupe import create_seen_sql, winners_sql
+from transforms.ingest.dedupe import create_seen_sql, firsts_sql, taken_sql, winners_sql
 from transforms.ingest.formats import Format, detect_format
 from transforms.ingest.normalize import parse_batch, prepare
 from transforms.ingest.readers import RawBatch
@@ -94,7 +94,9 @@ def test_winners_first_by_file_then_row_and_not_seen():
         (DATE '2026-02-02', 'k1', 2, 1, 'b'), (DATE '2026-02-02', 'k1', 1, 9, 'a'),
         (DATE '2026-02-02', 'k1', 1, 10, 'a2'), (DATE '2026-02-03', 'k1', 3, 1, 'other date'),
         (DATE '2026-02-02', 'k-old', 1, 1, 'taken before')) t(event_date, dedup_key, file_seq, row_number, what)""")
-    got = con.sql(f"SELECT what FROM ({winners_sql('cand', 'seen')}) ORDER BY what").fetchall()
+    con.execute(f"CREATE TABLE taken AS {taken_sql('cand', 'seen')}")
+    con.execute(f"CREATE TABLE firsts AS {firsts_sql('cand')}")
+    got = con.sql(f"SELECT what FROM ({winners_sql('cand', 'taken', 'firsts')}) ORDER BY what").fetchall()
     assert got == [("a",), ("other date",)]
 
 

@@ -51,21 +51,12 @@ SELECT event_date, dedup_key, min({_ORDER}) AS first_order
 FROM {cand} GROUP BY event_date, dedup_key HAVING count(*) > 1"""
 
 
-def winners_sql(cand: str, seen: str, *, taken: str | None = None, firsts: str | None = None) -> str:
-    """Candidates that are the first of their key and whose key is not taken yet.
-
-    `taken` and `firsts`: tables already holding `taken_sql` and `firsts_sql` (the ingest makes
-    them first, so that their hash tables are gone before the winners are written); by default
-    both are computed in this query."""
-    with_ = []
-    if taken is None:
-        with_.append(f"taken AS ({taken_sql(cand, seen)})")
-        taken = "taken"
-    if firsts is None:
-        with_.append(f"firsts AS ({firsts_sql(cand)})")
-        firsts = "firsts"
+def winners_sql(cand: str, taken: str, firsts: str) -> str:
+    """Candidates that are the first of their key and whose key is not taken yet; `taken` and
+    `firsts` are tables holding `taken_sql` and `firsts_sql` (made first, so that their hash
+    tables are gone before the winners are written)."""
     order = _ORDER.replace("file_seq", "c.file_seq").replace("row_number", "c.row_number")
-    return f"""{'WITH ' + ', '.join(with_) if with_ else ''}
+    return f"""
 SELECT c.* FROM {cand} c
 LEFT JOIN {firsts} f ON c.event_date = f.event_date AND c.dedup_key = f.dedup_key
 WHERE (f.first_order IS NULL OR {order} = f.first_order)
