@@ -76,18 +76,32 @@ def register_customers(con: duckdb.DuckDBPyConnection, customers: set[str]) -> N
     con.register("shard_customers", pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
 
 
+LOCAL_RECORDER_BATCH = 1000  # task-run events per write of the local API's recorder (local_engine)
+
+
 @contextlib.contextmanager
 def local_engine():
-    """Flow runs of this process against the local (ephemeral) Prefect API send no heartbeats.
+    """Flow runs of this process against the local (ephemeral) Prefect API: no heartbeats, and the
+    API's task-run recorder writes in batches.
 
-    A flow run's heartbeat thread sleeps in 1 s steps and the engine waits for it at the end of
-    every flow run (≈ 0.5 s a flow run, a third of a small run's time). Heartbeats let a server
-    notice a crashed run; the ephemeral API stops with this process, so nobody would. With
-    PREFECT_API_URL set (a real server, deployments) nothing changes."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+    - A flow run's heartbeat thread sleeps in 1 s steps and the engine waits for it at the end of
+      every flow run (≈ 0.5 s a flow run, a third of a small run's time). Heartbeats let a server
+      notice a crashed run; the ephemeral API stops with this process, so nobody would.
+    - The recorder writes every task-run event to the API's SQLite database in its own transaction
+      as it comes. The next flow run's creation, which reads then writes, then often finds the
+      database changed under it: the API answers 503 ("database is locked") and the client waits
+      2 s before it tries again (PrefectHQ/prefect#18934). Batched, the recorder writes every 5 s
+      and when the API stops; task runs are all recorded, up to 5 s later.
+
+    The recorder's batch reaches the API only if it starts inside this context (the first flow of
+    the process). With PREFECT_API_URL set (a real server, deployments) nothing changes."""
+    from prefect.settings import (PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+                                  PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE, get_current_settings,
+                                  temporary_settings)
 
     if get_current_settings().api.url:
         yield
         return
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+                                     PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE: LOCAL_RECORDER_BATCH}):
         yield
