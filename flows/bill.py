@@ -57,7 +57,7 @@ def _event_columns(lf: pl.LazyFrame) -> pl.LazyFrame:
                      "is_cancel")
 
 
-def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list,
+def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list | pl.DataFrame,
                     customers: set[str] | None = None, cache: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(counting rows, cancel records) for billing, from usage_hourly plus the few events it cannot
     stand for (transforms/bill_inputs.py). usage_hourly must be up to date (`ensure_metered`)."""
@@ -222,16 +222,17 @@ def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] 
     periods = all_customer_periods(cat, as_of, first_event_times=first)
     if customers is not None:
         periods = [p for p in periods if p.customer_id in customers]
+    pf = billing.periods_frame(periods)  # once, for the functions below (pricing takes the objects)
     pcat = cat
     if source == "hourly":
-        counting, cancels = hourly_counting(lk, cat, as_of, periods, customers, cache=cache)
+        counting, cancels = hourly_counting(lk, cat, as_of, pf, customers, cache=cache)
         pcat = bill_inputs.counting_catalog(cat)
-    usage = billing.line_usage(pcat, counting, periods, as_of)
-    rewards = billing.reward_usage(pcat, counting, periods, as_of) if cat.rewards else None
+    usage = billing.line_usage(pcat, counting, pf, as_of)
+    rewards = billing.reward_usage(pcat, counting, pf, as_of) if cat.rewards else None
     result = build_invoices(cat, periods, usage, as_of, frozen=fz, reward_usage=rewards)
-    unbilled = pl.concat([result.unbilled_usage, billing.unbilled_usage(pcat, counting, periods, as_of)],
+    unbilled = pl.concat([result.unbilled_usage, billing.unbilled_usage(pcat, counting, pf, as_of)],
                          how="vertical_relaxed")
-    rec = billing.reconciliation(pcat, cancels, counting, periods, usage, result.line_items)
+    rec = billing.reconciliation(pcat, cancels, counting, pf, usage, result.line_items)
     tables = {
         "invoices": result.invoices, "line_items": result.line_items, "credit_ledger": result.credit_ledger,
         "unbilled_usage": unbilled, "reconciliation": rec,

