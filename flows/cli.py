@@ -231,8 +231,9 @@ def print_run_summary(title: str, rep: dict) -> None:
 
 
 def _local_flows(fn):
-    """A verb that runs flows: on the local Prefect API they send no heartbeats (flows/common.py
-    `local_engine`). Applied per verb so that `--help` and the table verbs never import Prefect."""
+    """A verb that runs flows, on the local Prefect API as flows/common.py `local_engine` sets it up
+    (no heartbeats, task runs recorded in batches). Applied per verb so that `--help` and the table
+    verbs never import Prefect."""
     @functools.wraps(fn)
     def verb(*args, **kwargs):
         from flows.common import local_engine
