@@ -15,8 +15,13 @@ child's peak resident memory (ru_maxrss from wait4) and wall time:
 * baseline: one hand-written DuckDB SQL script, the irreducible work: read the raw Parquet, drop
   invalid rows, drop duplicates by key, aggregate per customer x meter x dimensions x hour, write
   Parquet (same memory_limit).
-* pandas: what a data team would write first (read_parquet, boolean masks, drop_duplicates,
-  groupby, to_parquet); skipped above `--pandas-max` rows (it needs the whole month in memory).
+* pandas, two jobs, as a data team would write them first, skipped above `--pandas-max` rows
+  (each needs the whole month in memory):
+  - pandas (the baseline's job): read_parquet, boolean masks, drop_duplicates, groupby,
+    to_parquet; float values, no reasons, no events table;
+  - pandas (meterbill's job): ingest and meter as SPEC §2/§4/§7 ask (reasons, exact decimals,
+    content keys, cancellations, the events, quarantine, ingest_files and usage_hourly tables),
+    checked against meterbill's usage_hourly (rows and exact sums per meter) when both ran.
 
 `--incremental D` builds a lake of 90 days x D events/day, runs meterbill on it (full), adds one
 more day and runs again: the incremental cost. `--pricing N` runs tests/pricing/timing.py
@@ -208,6 +213,160 @@ def worker_pandas(lake: str) -> dict:
             "usage_rows": len(agg)}
 
 
+def worker_pandas_full(lake: str, as_of: str) -> dict:
+    """meterbill's ingest and meter job (SPEC §2, §4, §7) as a data team would first write it in
+    pandas: the whole month in one frame, vectorised masks wherever pandas has them, Python only
+    per dimension map (pandas has no map type), exact values as pandas' Arrow decimal type.
+
+    It does what the minimal pandas job leaves out: the sha256 of each file, a reason and a detail
+    for every rejected record (written to a quarantine table), every SPEC §2 rule (lengths,
+    future and too old events, dimension values), the content key of events without unique_id,
+    cancellations, the events table (every column, one folder per event date), per-file counts
+    (ingest_files), and usage_hourly with exact values by meter type. Not billing: its wall time
+    is compared with meterbill's whole run, bill included."""
+    import hashlib
+    import re
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    out = Path(lake) / "bench-pandas-full"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    t = time.perf_counter()
+    cat = Path(lake) / "catalog"
+    settings = yaml.safe_load((cat / "settings.yaml").read_text()) or {}
+    types = {m["meter_api_name"]: m["type"] for m in yaml.safe_load((cat / "meters.yaml").read_text())}
+    now = pd.Timestamp(as_of)
+    oldest = now - pd.Timedelta(days=settings.get("max_event_age_days", 60))
+    ingested_at = pd.Timestamp.now(tz="UTC")
+    dec = pd.ArrowDtype(pa.decimal128(38, 9))
+    dims_type = pa.map_(pa.string(), pa.string())
+
+    frames, files = [], []
+    for f in sorted((Path(lake) / "raw").glob("*.parquet")):
+        sha = hashlib.sha256(f.read_bytes()).hexdigest()
+        tbl = pq.read_table(f)
+        df = tbl.to_pandas()
+        df["value_null"] = tbl["meter_value"].is_null().to_numpy(zero_copy_only=False)
+        df["source_file"] = f.name
+        df["row_number"] = np.arange(1, len(df) + 1)
+        frames.append(df)
+        files.append({"source_file": f.name, "sha256": sha, "rows_read": len(df)})
+    df = pd.concat(frames, ignore_index=True)
+    del frames
+
+    # validation: the first rule a record breaks is its reason
+    reason = pd.Series(None, index=df.index, dtype=object)
+    detail = pd.Series(None, index=df.index, dtype=object)
+
+    def flag(mask, code: str, field: str) -> None:
+        new = np.asarray(mask, dtype=bool) & reason.isna().to_numpy()
+        reason[new] = code
+        detail[new] = field
+
+    key_re = re.compile(DIM_KEY_RE)
+
+    def bad_dims(d) -> bool:
+        return d is not None and any(not key_re.match(k) or v is None or not 1 <= len(v) <= 200 for k, v in d)
+
+    cust_len = df["customer_id"].str.len()
+    needs_value = ~df["meter_api_name"].map(types).isin(["count", "unique_count"])
+    ms = df["meter_time_in_millis"]
+    event_time = pd.to_datetime(ms, unit="ms", utc=True)
+    flag(df["customer_id"].isna(), "missing_field", "customer_id")
+    flag(df["meter_api_name"].isna(), "missing_field", "meter_api_name")
+    flag(needs_value & df["value_null"], "missing_field", "meter_value")
+    flag(ms.isna(), "missing_field", "meter_time_in_millis")
+    flag((cust_len < 1) | (cust_len > 200), "bad_type", "customer_id")
+    flag(needs_value & ~np.isfinite(df["meter_value"]), "non_finite_value", "meter_value")
+    flag(ms <= 0, "bad_timestamp", "meter_time_in_millis")
+    flag(event_time > now + pd.Timedelta(minutes=5), "future_event", "meter_time_in_millis")
+    flag(event_time < oldest, "too_old", "meter_time_in_millis")
+    flag(df["dimensions"].map(bad_dims), "bad_dimension", "dimensions")
+
+    bad = reason.notna()
+    quarantine = df[bad].drop(columns="value_null").assign(reason=reason[bad], detail=detail[bad],
+                                                           ingested_at=ingested_at)
+    ev = df[~bad].drop(columns="value_null")
+    del df
+    ev["event_time"] = event_time[~bad]
+    ev["meter_value"] = ev["meter_value"].where(needs_value[~bad], 0).round(9).astype(dec)
+    ev["dims_key"] = ev["dimensions"].map(lambda d: "\x1f".join(f"{k}={v}" for k, v in sorted(d)) if d else "")
+    ev["is_cancel"] = ev["dimensions"].map(lambda d: bool(d) and ("meterbill_cancel", "true") in d)
+    ev["event_date"] = ev["event_time"].dt.date
+    ev["key"] = ev["unique_id"]
+    no_id = ev["unique_id"].isna()  # the content key, only where it is needed
+    ev.loc[no_id, "key"] = ("c:" + ev.loc[no_id, "event_time"].astype(str) + "|"
+                            + ev.loc[no_id, "meter_value"].astype(str) + "|" + ev.loc[no_id, "dims_key"])
+    dup = ev.duplicated(["customer_id", "meter_api_name", "key", "is_cancel", "event_date"])
+    duplicates = ev[dup]
+    ev = ev[~dup].drop(columns="key")
+    ev["ingested_at"] = ingested_at
+
+    # the tables of ingest
+    ev_schema = pa.schema([("customer_id", pa.string()), ("meter_api_name", pa.string()),
+                           ("meter_value", pa.decimal128(38, 9)), ("event_time", pa.timestamp("us", "UTC")),
+                           ("unique_id", pa.string()), ("dimensions", dims_type), ("is_cancel", pa.bool_()),
+                           ("source_file", pa.string()), ("row_number", pa.int64()),
+                           ("ingested_at", pa.timestamp("us", "UTC")), ("event_date", pa.date32())])
+    ev[ev_schema.names].to_parquet(out / "events", partition_cols=["event_date"], schema=ev_schema, index=False)
+    q_schema = pa.schema([("customer_id", pa.string()), ("meter_api_name", pa.string()), ("meter_value", pa.float64()),
+                          ("meter_time_in_millis", pa.int64()), ("unique_id", pa.string()), ("dimensions", dims_type),
+                          ("reason", pa.string()), ("detail", pa.string()), ("source_file", pa.string()),
+                          ("row_number", pa.int64()), ("ingested_at", pa.timestamp("us", "UTC"))])
+    quarantine[q_schema.names].to_parquet(out / "quarantine.parquet", schema=q_schema, index=False)
+    counts = pd.DataFrame(files).set_index("source_file")
+    counts["accepted"] = ev.groupby("source_file").size()
+    counts["duplicates"] = duplicates.groupby("source_file").size()
+    counts["quarantined"] = quarantine.groupby("source_file").size()
+    counts = counts.fillna(0).astype({"accepted": "int64", "duplicates": "int64", "quarantined": "int64"})
+    assert (counts["rows_read"] == counts["accepted"] + counts["duplicates"] + counts["quarantined"]).all()
+    counts.assign(status="ingested", ingested_at=ingested_at).reset_index().to_parquet(out / "ingest_files.parquet",
+                                                                                       index=False)
+
+    # meter: cancellations, then per customer x meter x dimensions x hour, the value by meter type
+    keys = ["customer_id", "meter_api_name", "unique_id", "event_time"]
+    cancels = ev.loc[ev["is_cancel"], keys].drop_duplicates().assign(cancelled=True)
+    live = ev[~ev["is_cancel"]]
+    if len(cancels):
+        live = live.merge(cancels, on=keys, how="left")
+        live = live[live["cancelled"].isna()]
+    live = live.assign(hour=live["event_time"].dt.floor("h"))
+    usage = (live.groupby(["customer_id", "meter_api_name", "dims_key", "hour"], sort=False)
+             .agg(dimensions=("dimensions", "first"), event_count=("meter_value", "size"),
+                  value_sum=("meter_value", "sum"), value_min=("meter_value", "min"),
+                  value_max=("meter_value", "max"))
+             .reset_index())
+    kind = usage["meter_api_name"].map(types)
+    usage["value"] = usage["value_sum"]
+    for typ, col in (("max", "value_max"), ("min", "value_min")):
+        usage.loc[kind == typ, "value"] = usage.loc[kind == typ, col]
+    usage.loc[kind == "count", "value"] = usage.loc[kind == "count", "event_count"].astype(dec)
+    usage["hour_date"] = usage["hour"].dt.date
+    u_schema = pa.schema([("customer_id", pa.string()), ("meter_api_name", pa.string()), ("dimensions", dims_type),
+                          ("dims_key", pa.string()), ("hour", pa.timestamp("us", "UTC")),
+                          ("value", pa.decimal128(38, 9)), ("event_count", pa.int64()),
+                          ("value_sum", pa.decimal128(38, 9)), ("value_min", pa.decimal128(38, 9)),
+                          ("value_max", pa.decimal128(38, 9)), ("hour_date", pa.date32())])
+    usage[u_schema.names].to_parquet(out / "usage_hourly", partition_cols=["hour_date"], schema=u_schema, index=False)
+    wall = time.perf_counter() - t
+    return {"system": "pandas_full", "wall_s": round(wall, 2), "accepted": len(ev),
+            "duplicates": len(duplicates), "quarantined": len(quarantine), "usage_rows": len(usage)}
+
+
+def usage_totals(path: str) -> dict[str, list]:
+    """meter -> [hourly rows, Σ value] of a usage_hourly folder (exact decimals, as text)."""
+    import duckdb
+
+    q = (f"SELECT meter_api_name, count(*), CAST(sum(value) AS VARCHAR) FROM read_parquet('{path}/**/*.parquet', "
+         "hive_partitioning = false) GROUP BY 1 ORDER BY 1")
+    return {m: [n, s] for m, n, s in duckdb.sql(q).fetchall()}
+
+
 # ---------------------------------------------------------------- the parent
 
 
@@ -258,23 +417,23 @@ def bench_one(base: Path, n: int, args) -> dict:
     expected = json.loads((lake / "expected.json").read_text())
     env = {"METERBILL_MEMORY_LIMIT": args.memory_limit}
     row: dict = {"events": n, "rows": expected["rows"], "expected": expected}
-    systems = ["baseline", "meterbill"] + ([] if args.no_pandas else ["pandas"])
+    systems = ["baseline", "meterbill"] + ([] if args.no_pandas else ["pandas", "pandas_full"])
     earlier = {r["events"]: r for r in args.earlier_rows}.get(n, {})
     for system in systems:
         if system not in args.systems:
             if system in earlier:  # measured by an earlier run (its load and time stay with it)
                 row[system] = {**earlier[system], "earlier_run": args.earlier_started}
             continue
-        if system == "pandas" and n > args.pandas_max:
-            row["pandas"] = {"skipped": f"above --pandas-max {args.pandas_max:,} rows: the straightforward pandas job "
-                                        f"holds the month in memory (≈ 1 GB per 1M rows measured at 10M)"}
+        if system.startswith("pandas") and n > args.pandas_max:
+            row[system] = {"skipped": f"above --pandas-max {args.pandas_max:,} rows: the straightforward pandas job "
+                                      f"holds the month in memory (≈ 0.5–1 GB per 1M rows measured at 10M)"}
             continue
         if system == "meterbill":
             fresh_warehouse(lake)
         load = uptime()
         print(f"[{n:,}] {system} … (load {load})", flush=True)
         wargs = ["bench/run.py", "_worker", system, str(lake)]
-        if system == "meterbill":
+        if system in ("meterbill", "pandas_full"):
             wargs += ["--as-of", AS_OF]
             if args.profile:
                 wargs += ["--profile", str(base / f"profile-{n}.prof")]
@@ -284,6 +443,10 @@ def bench_one(base: Path, n: int, args) -> dict:
         res.pop("stdout_lines", None)
         res["load_before"] = load
         res["load_after"] = uptime()
+        if system == "pandas_full" and not res.get("exit") and (lake / "warehouse" / "usage_hourly").is_dir():
+            # the same job: its usage_hourly holds meterbill's rows and exact sums, meter by meter
+            res["usage_matches_meterbill"] = (usage_totals(str(lake / "bench-pandas-full" / "usage_hourly"))
+                                              == usage_totals(str(lake / "warehouse" / "usage_hourly")))
         row[system] = res
         print(f"  {json.dumps(res)[:600]}", flush=True)
     return row
@@ -335,6 +498,9 @@ def bench_pricing(base: Path, n: int) -> dict:
     return res
 
 
+SYSTEM_LABELS = {"pandas": "pandas (the baseline's job)", "pandas_full": "pandas (meterbill's job)"}
+
+
 def _fmt_s(x) -> str:
     return "—" if x is None else f"{x:,.1f}"
 
@@ -360,12 +526,13 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
     for r in rows:
         base = r.get("baseline", {}).get("wall_s")
         mb = r.get("meterbill", {}).get("wall_s")
-        for system in ("baseline", "meterbill", "pandas"):
+        for system in ("baseline", "meterbill", "pandas", "pandas_full"):
             s = r.get(system)
             if s is None:
                 continue
             if "skipped" in s:
-                lines.append(f"| {r['events']:,} | {system} | — | — | — | — | — | — | — | skipped: {s['skipped']} |")
+                lines.append(f"| {r['events']:,} | {SYSTEM_LABELS.get(system, system)} | — | — | — | — | — | — | — | "
+                             f"skipped: {s['skipped']} |")
                 continue
             if s.get("exit"):
                 lines.append(f"| {r['events']:,} | {system} | failed | — | {s.get('cpu_s')} | {s['peak_rss_mb']:,} | — | — | "
@@ -374,7 +541,7 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
             w = s["wall_s"]
             ratio = f"{w / base:.2f}×" if base else "—"
             when = f" (run of {s['earlier_run']} UTC)" if s.get("earlier_run") else ""
-            pm = f"{w / mb:.1f}×" if system == "pandas" and mb else ""
+            pm = f"{w / mb:.1f}×" if system.startswith("pandas") and mb else ""
             detail = ""
             if system == "meterbill":
                 st = s["stages"]
@@ -384,9 +551,14 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
                 detail = (f"ingest {st['ingest']} s, meter {st['meter']} s, bill {st['bill']} s{mem}; Prefect start "
                           f"{s['prefect_start_s']} s, imports {s['import_s']} s; accepted {s['accepted']:,}, "
                           f"dup {s['duplicates']:,}, quarantined {s['quarantined']:,}")
+            elif system == "pandas_full":
+                same = {True: "; usage_hourly equal to meterbill's (rows and exact sums per meter)",
+                        False: "; usage_hourly DIFFERS from meterbill's"}.get(s.get("usage_matches_meterbill"), "")
+                detail = (f"ingest + meter as SPEC §2/§4/§7 ask, no bill; accepted {s['accepted']:,}, "
+                          f"dup {s['duplicates']:,}, quarantined {s['quarantined']:,}; {s['usage_rows']:,} hourly rows{same}")
             else:
                 detail = f"events aggregated {s['accepted']:,}; {s['usage_rows']:,} hourly rows"
-            lines.append(f"| {r['events']:,} | {system} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | {s.get('cpu_s')} | "
+            lines.append(f"| {r['events']:,} | {SYSTEM_LABELS.get(system, system)} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | {s.get('cpu_s')} | "
                          f"{s['peak_rss_mb']:,} | {ratio} | {pm} | {s['load_before']}{when} | {detail} |")
     if inc:
         f, o = inc["full"], inc["one_day"]
@@ -427,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
             res = worker_meterbill(a.lake, a.as_of, a.profile)
         elif a.system == "baseline":
             res = worker_baseline(a.lake, a.memory_limit)
+        elif a.system == "pandas_full":
+            res = worker_pandas_full(a.lake, a.as_of)
         else:
             res = worker_pandas(a.lake)
         print(json.dumps(res), flush=True)
@@ -446,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notes", default=str(ROOT / "bench" / "notes.md"),
                     help="markdown appended to results.md (where the time goes)")
     ap.add_argument("--render", metavar="RESULTS_JSON", help="only rewrite results.md from a results.json")
-    ap.add_argument("--systems", nargs="*", default=["baseline", "meterbill", "pandas"],
+    ap.add_argument("--systems", nargs="*", default=["baseline", "meterbill", "pandas", "pandas_full"],
                     help="systems to run; the others are taken from --earlier")
     ap.add_argument("--earlier", metavar="RESULTS_JSON",
                     help="a results.json of an earlier run: rows of systems not run now (and its incremental "
