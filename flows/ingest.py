@@ -8,7 +8,9 @@ How a run goes
 1. plan: take the lake's ingest lock; finish any interrupted commit (`Lake.recover_commits`);
    delete scratch folders of runs that died before committing; list raw files in sorted path
    order; hash each (sha256); a file whose hash is in `ingest_files` (or repeats an earlier
-   file of this run) is skipped.
+   file of this run) is skipped. A file whose size, mtime, ctime and inode are those recorded
+   with its hash by an earlier run (`_state/raw_hashes.json`) keeps that hash without being
+   read again: the landing zone is not re-read every hour (`known_hashes`).
 2. per batch of files (~256 MB): read each file in batches of ~200k records, normalize and
    parse in DuckDB, validate with Pandera (transforms/ingest); valid records are staged as
    candidate Parquet, rejected ones as quarantine Parquet, in the run's scratch folder. A file
@@ -122,6 +124,41 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+HASHES_STATE = "raw_hashes"  # warehouse/_state/raw_hashes.json: {raw path: [size, mtime_ns, ctime_ns, inode, sha256]}
+RACY_NS = 2_000_000_000  # a file changed this recently may change again within the same timestamps
+
+
+def _stat_key(st) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def known_hashes(state: object) -> dict[str, list]:
+    """The recorded hashes that are well formed (a damaged record is dropped: its file is hashed again)."""
+    if not isinstance(state, dict):
+        return {}
+    return {rel: v for rel, v in state.items()
+            if isinstance(v, list) and len(v) == 5 and all(type(x) is int for x in v[:4]) and isinstance(v[4], str)
+            and len(v[4]) == 64}
+
+
+def hash_file(path: Path, rel: str, known: dict[str, list], now_ns: int) -> tuple[str, int, list | None]:
+    """(sha256, size, record to keep or None) of a raw file; the recorded hash when its stat is unchanged.
+
+    Any write to a file changes its ctime, which no user can set back, so an unchanged (size,
+    mtime, ctime, inode) means unchanged bytes. The stat is taken before reading: a file
+    written while it is read gets a new ctime and is read again next time. A file changed less
+    than RACY_NS ago is not recorded (a write within the same timestamp tick would go unseen,
+    git's "racily clean" case)."""
+    st = path.stat()
+    key = _stat_key(st)
+    old = known.get(rel)
+    if old is not None and old[:4] == key:
+        return old[4], st.st_size, old
+    sha = _sha256(path)
+    keep = key + [sha] if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS else None
+    return sha, st.st_size, keep
+
+
 def _arrival_instant(last: dt.datetime | None) -> dt.datetime:
     """Now (UTC), but always after the previous run's `ingested_at`.
 
@@ -217,11 +254,19 @@ class IngestRun:
             last = prior["ingested_at"].max()
         self.ingested_at = self._ingested_at or _arrival_instant(last)
         first_of: dict[str, str] = {}
+        try:
+            hashes = known_hashes(self.lk.read_state(HASHES_STATE))
+        except (OSError, ValueError):  # a damaged record: every file is hashed again
+            hashes = {}
+        keep: dict[str, list] = {}
+        now_ns = time.time_ns()
         for rel, path in self.lk.raw_files():
             try:
-                sha, size = _sha256(path), path.stat().st_size
+                sha, size, rec = hash_file(path, rel, hashes, now_ns)
             except FileNotFoundError:
                 continue  # vanished while listing
+            if rec is not None:
+                keep[rel] = rec
             fmt = detect_format(rel)
             seq = len(self.files)
             self.files.append(RawFile(seq, rel, path, sha, size, fmt))
@@ -233,6 +278,8 @@ class IngestRun:
             else:
                 first_of[sha] = rel
             self.results.append(r)
+        if keep != hashes:
+            self.lk.write_state(HASHES_STATE, keep)
         new = [f for f, r in zip(self.files, self.results) if r.status != STATUS_SKIPPED]
         if new:
             h = hashlib.sha256(self.as_of.isoformat().encode())
