@@ -426,7 +426,7 @@ def bench_one(base: Path, n: int, args) -> dict:
             continue
         if system.startswith("pandas") and n > args.pandas_max:
             row[system] = {"skipped": f"above --pandas-max {args.pandas_max:,} rows: the straightforward pandas job "
-                                      f"holds the month in memory (≈ 0.5–1 GB per 1M rows measured at 10M)"}
+                                      f"holds the month in memory (≈ 0.45 and 0.75 GB per 1M rows measured at 10M)"}
             continue
         if system == "meterbill":
             fresh_warehouse(lake)
