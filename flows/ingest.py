@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import shutil
 import time
 from collections import Counter
@@ -126,6 +127,7 @@ def _sha256(path: Path) -> str:
 
 HASHES_STATE = "raw_hashes"  # warehouse/_state/raw_hashes.json: {raw path: [size, mtime_ns, ctime_ns, inode, sha256]}
 RACY_NS = 2_000_000_000  # a file changed this recently may change again within the same timestamps
+_SHA256_HEX = re.compile("[0-9a-f]{64}")
 
 
 def _stat_key(st) -> list[int]:
@@ -138,7 +140,7 @@ def known_hashes(state: object) -> dict[str, list]:
         return {}
     return {rel: v for rel, v in state.items()
             if isinstance(v, list) and len(v) == 5 and all(type(x) is int for x in v[:4]) and isinstance(v[4], str)
-            and len(v[4]) == 64}
+            and _SHA256_HEX.fullmatch(v[4])}
 
 
 def hash_file(path: Path, rel: str, known: dict[str, list], now_ns: int) -> tuple[str, int, list | None]:

@@ -3,6 +3,7 @@ the sha256 recorded in `_state/raw_hashes.json` (flows/ingest.py `hash_file`).""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -66,7 +67,10 @@ def test_a_damaged_record_means_every_file_is_read_again(lake, counted):
     land(lake, "a.ndjson", ndjson(event(value=1, unique_id="a1")))
     ingest(lake)
     state = lake.warehouse_dir / "_state" / f"{fi.HASHES_STATE}.json"
-    for damage in ("{not json", '["a list"]', '{"a.ndjson": [1, 2, 3, 4, "short"]}'):
+    st = (lake.raw_dir / "a.ndjson").stat()
+    # the file's own stat, with a hash that is no sha256
+    forged = json.dumps({"a.ndjson": [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, "z" * 64]})
+    for damage in ("{not json", '["a list"]', '{"a.ndjson": [1, 2, 3, 4, "short"]}', forged):
         state.write_text(damage)
         counted.clear()
         rep = ingest(lake)
