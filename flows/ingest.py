@@ -130,10 +130,6 @@ RACY_NS = 2_000_000_000  # a file changed this recently may change again within 
 _SHA256_HEX = re.compile("[0-9a-f]{64}")
 
 
-def _stat_key(st) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
 def known_hashes(state: object) -> dict[str, list]:
     """The recorded hashes that are well formed (a damaged record is dropped: its file is hashed again)."""
     if not isinstance(state, dict):
@@ -152,7 +148,7 @@ def hash_file(path: Path, rel: str, known: dict[str, list], now_ns: int) -> tupl
     than RACY_NS ago is not recorded (a write within the same timestamp tick would go unseen,
     git's "racily clean" case)."""
     st = path.stat()
-    key = _stat_key(st)
+    key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
     old = known.get(rel)
     if old is not None and old[:4] == key:
         return old[4], st.st_size, old
