@@ -96,6 +96,17 @@ def get_json(client: httpx.Client, path: str):
     return r.json() if r.status_code == 200 else None
 
 
+def post(client: httpx.Client, path: str, body: dict) -> httpx.Response:
+    """POST as Prefect's own client does: a 503 (the server's SQLite busy with another writer, here
+    `meterbill serve` registering its deployments) is answered again after a pause, up to 5 times."""
+    for _ in range(5):
+        r = client.post(path, json=body)
+        if r.status_code != 503:
+            return r
+        time.sleep(1)
+    return r
+
+
 def test_served_deployment_runs_through_a_real_server(tmp_path):
     lake = write_lake(tmp_path / "lake")
     home = tmp_path / "prefect-home"
@@ -136,8 +147,8 @@ def test_served_deployment_runs_through_a_real_server(tmp_path):
             # a partial override: {"params": {...}} replaces the deployment's whole `params` object on
             # the server (a shallow merge), so lake, deliver, executor, ... must come from the model's
             # defaults -- lake from $METERBILL_LAKE, which serve set to the served lake
-            r = client.post(f"/deployments/{deps['hourly']['id']}/create_flow_run",
-                            json={"parameters": {"params": {"as_of": AS_OF}}})
+            r = post(client, f"/deployments/{deps['hourly']['id']}/create_flow_run",
+                     {"parameters": {"params": {"as_of": AS_OF}}})
             assert r.status_code == 201, r.text
             run = r.json()
             assert run["parameters"] == {"params": {"as_of": AS_OF}}
@@ -158,7 +169,7 @@ def test_served_deployment_runs_through_a_real_server(tmp_path):
             assert not lk.exists("invoices")  # hourly does not bill
 
             # its run logs reached the server (at INFO, through Prefect's logger)
-            logs = client.post("/logs/filter", json={"limit": 200}).json()
+            logs = post(client, "/logs/filter", {"limit": 200}).json()
             mine = [e["message"] for e in logs if e["flow_run_id"] == run["id"]]
             assert any(m.startswith(f"hourly: lake {lake.resolve()}") for m in mine), mine
             assert any("raw/batch1.ndjson: 8 rows, 6 accepted" in e["message"] for e in logs), logs
