@@ -50,9 +50,9 @@ def test_local_engine_freezes_the_objects_alive_at_its_start_until_it_ends():
 
     assert gc.get_freeze_count() == 0
     with local_engine():
-        frozen = gc.get_freeze_count()
-        assert frozen > 10_000  # the imported modules, Prefect's among them
-        with local_engine():  # nested (a verb calling another): the outer freeze stands
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() > 10_000  # the imported modules, Prefect's among them
+        with local_engine():  # nested (a verb calling another): the inner one does not unfreeze
+            pass
+        # still frozen (a frozen object whose last reference goes is still freed: the count may drop a little)
+        assert gc.get_freeze_count() > 10_000
     assert gc.get_freeze_count() == 0
