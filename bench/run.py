@@ -417,7 +417,7 @@ def bench_one(base: Path, n: int, args) -> dict:
     expected = json.loads((lake / "expected.json").read_text())
     env = {"METERBILL_MEMORY_LIMIT": args.memory_limit}
     row: dict = {"events": n, "rows": expected["rows"], "expected": expected}
-    systems = ["baseline", "meterbill"] + ([] if args.no_pandas else ["pandas", "pandas_full"])
+    systems = [x for x in SYSTEMS if not (args.no_pandas and x.startswith("pandas"))]
     earlier = {r["events"]: r for r in args.earlier_rows}.get(n, {})
     for system in systems:
         if system not in args.systems:
@@ -498,6 +498,7 @@ def bench_pricing(base: Path, n: int) -> dict:
     return res
 
 
+SYSTEMS = ("baseline", "meterbill", "pandas", "pandas_full")  # run and tabled in this order
 SYSTEM_LABELS = {"pandas": "pandas (the baseline's job)", "pandas_full": "pandas (meterbill's job)"}
 
 
@@ -526,16 +527,17 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
     for r in rows:
         base = r.get("baseline", {}).get("wall_s")
         mb = r.get("meterbill", {}).get("wall_s")
-        for system in ("baseline", "meterbill", "pandas", "pandas_full"):
+        for system in SYSTEMS:
             s = r.get(system)
             if s is None:
                 continue
+            label = SYSTEM_LABELS.get(system, system)
             if "skipped" in s:
-                lines.append(f"| {r['events']:,} | {SYSTEM_LABELS.get(system, system)} | — | — | — | — | — | — | — | "
+                lines.append(f"| {r['events']:,} | {label} | — | — | — | — | — | — | — | "
                              f"skipped: {s['skipped']} |")
                 continue
             if s.get("exit"):
-                lines.append(f"| {r['events']:,} | {system} | failed | — | {s.get('cpu_s')} | {s['peak_rss_mb']:,} | — | — | "
+                lines.append(f"| {r['events']:,} | {label} | failed | — | {s.get('cpu_s')} | {s['peak_rss_mb']:,} | — | — | "
                              f"{s['load_before']} | exit {s['exit']} |")
                 continue
             w = s["wall_s"]
@@ -558,7 +560,7 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
                           f"dup {s['duplicates']:,}, quarantined {s['quarantined']:,}; {s['usage_rows']:,} hourly rows{same}")
             else:
                 detail = f"events aggregated {s['accepted']:,}; {s['usage_rows']:,} hourly rows"
-            lines.append(f"| {r['events']:,} | {SYSTEM_LABELS.get(system, system)} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | {s.get('cpu_s')} | "
+            lines.append(f"| {r['events']:,} | {label} | {_fmt_s(w)} | {r['rows'] / w:,.0f} | {s.get('cpu_s')} | "
                          f"{s['peak_rss_mb']:,} | {ratio} | {pm} | {s['load_before']}{when} | {detail} |")
     if inc:
         f, o = inc["full"], inc["one_day"]
@@ -620,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notes", default=str(ROOT / "bench" / "notes.md"),
                     help="markdown appended to results.md (where the time goes)")
     ap.add_argument("--render", metavar="RESULTS_JSON", help="only rewrite results.md from a results.json")
-    ap.add_argument("--systems", nargs="*", default=["baseline", "meterbill", "pandas", "pandas_full"],
+    ap.add_argument("--systems", nargs="*", default=list(SYSTEMS),
                     help="systems to run; the others are taken from --earlier")
     ap.add_argument("--earlier", metavar="RESULTS_JSON",
                     help="a results.json of an earlier run: rows of systems not run now (and its incremental "
