@@ -7,10 +7,14 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# The venv's bundled pip (any version) installs only the pinned, hash-checked installer
+# (requirements-bootstrap.lock); that pip installs the lock; the project itself is built
+# without build isolation, with the pinned setuptools, so nothing unpinned is ever fetched.
+$(VENV)/.installed: requirements-bootstrap.lock requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-bootstrap.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: setup
