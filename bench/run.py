@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -54,11 +55,12 @@ PY = sys.executable
 # ---------------------------------------------------------------- child processes
 
 
-def _run_child(args: list[str], env: dict | None = None, log: Path | None = None) -> dict:
-    """Run `python bench/run.py _worker ...` (or any argv); return its JSON, wall time and peak RSS."""
+def _run_child(args: list[str], env: dict | None = None, log: Path | None = None, python: bool = True) -> dict:
+    """Run `python bench/run.py _worker ...` (or any argv; `python=False`: a command); return its
+    JSON, wall time and peak RSS."""
     t0 = time.perf_counter()
     out = open(log, "w") if log else subprocess.DEVNULL
-    p = subprocess.Popen([PY, *args], cwd=ROOT, env={**os.environ, **(env or {})},
+    p = subprocess.Popen([PY, *args] if python else args, cwd=ROOT, env={**os.environ, **(env or {})},
                          stdout=subprocess.PIPE, stderr=out, text=True)
     stdout = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
@@ -138,6 +140,44 @@ def _meterbill_stages(flow, ingest_flow, meter_flow, bill_flow, lake: str, as_of
             "accepted": ing.get("accepted"), "duplicates": ing.get("duplicates"),
             "quarantined": ing.get("quarantined"), "rows_read": ing.get("rows_read"),
             "usage_rows": res["meter"].get("rows"), "invoices": res["bill"].get("invoices")}
+
+
+def worker_prefect_start() -> dict:
+    """The one-time cost `meterbill run` pays before its first flow: imports and the local API's start."""
+    t0 = time.perf_counter()
+    import flows  # noqa: F401
+    from prefect import flow
+
+    from flows.common import local_engine
+
+    @flow(name="bench-warm-up")
+    def warm() -> int:
+        return 1
+
+    t_import = time.perf_counter() - t0
+    with local_engine():
+        t = time.perf_counter()
+        warm()
+        t_start = time.perf_counter() - t
+    return {"system": "prefect_start", "import_s": round(t_import, 2), "prefect_start_s": round(t_start, 2),
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+STAGE_LINE = re.compile(r"^(ingest|meter|bill|alerts)\s.*?\s(\d+(?:\.\d+)?)s$")
+
+
+def run_command(lake: Path, as_of: str, log: Path, profile: Path | None = None) -> dict:
+    """`meterbill run` as a user types it, in its own process: wall time, CPU, peak RSS, stage times."""
+    cmd = [str(Path(PY).parent / "meterbill"), "run", "--lake", str(lake), "--as-of", as_of, "--no-deliver"]
+    if profile:  # the same command under cProfile (slower: not the timed row)
+        cmd = [PY, "-c", "import cProfile, sys; from flows.cli import main; "
+               f"cProfile.run('main({cmd[1:]!r})', {str(profile)!r})"]
+    res = _run_child(cmd, log=log, python=False)
+    out = res.pop("stdout_lines", [])
+    res["stages"] = {m.group(1): float(m.group(2)) for m in map(STAGE_LINE.match, out) if m}
+    res["output_lines"] = len(out)
+    res["summary"] = out[:12]
+    return res
 
 
 DIM_KEY_RE = "^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -486,6 +526,59 @@ def bench_incremental(base: Path, per_day: int, args) -> dict:
     return out
 
 
+def _profile_summary(path: Path, top: int = 12) -> dict:
+    """Where a profiled `meterbill run` spent its time: the stages' cumulative seconds and the
+    functions with the most own time (main thread; Prefect runs these flows' tasks in it)."""
+    import pstats
+
+    st = pstats.Stats(str(path))
+    stages, own = {}, []
+    names = {"ingest_flow": "ingest", "meter_flow": "meter", "bill_flow": "bill", "alerts_flow": "alerts",
+             "load_catalog": "load_catalog", "publish_run_report": "run report"}
+    for (file, line, fn), (cc, nc, tt, ct, callers) in st.stats.items():
+        if fn in names and ("flows" in file or "catalog" in file):
+            stages[names[fn]] = max(stages.get(names[fn], 0.0), round(ct, 2))
+        own.append((tt, f"{Path(file).name}:{line} {fn}", nc))
+    own.sort(reverse=True)
+    return {"stages_cumulative_s": stages,
+            "own_time": [{"s": round(t, 2), "function": f, "calls": n} for t, f, n in own[:top]]}
+
+
+def bench_base(base: Path, customers: int, events: int, args) -> dict:
+    """A real customer base (bench/customer_base.py): `meterbill run` as a user types it, the
+    Prefect start measured apart, the bare DuckDB baseline on the same files."""
+    from bench import customer_base as cb
+
+    lake = base / f"base-{customers}-{events}"
+    if not (args.reuse and (lake / "expected.json").exists()):
+        shutil.rmtree(lake, ignore_errors=True)
+        print(f"generating {events:,} events of {customers:,} customers in {lake} …", flush=True)
+        subprocess.run([PY, "bench/customer_base.py", str(lake), "--customers", str(customers), "--events", str(events)],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    env = {"METERBILL_MEMORY_LIMIT": args.memory_limit}
+    row: dict = {"customers": customers, "events": events, "expected": json.loads((lake / "expected.json").read_text())}
+    load = uptime()
+    print(f"[base {customers:,} / {events:,}] baseline … (load {load})", flush=True)
+    row["baseline"] = _run_child(["bench/run.py", "_worker", "baseline", str(lake), "--memory-limit", args.memory_limit],
+                                 env=env, log=base / f"base-baseline-{customers}.log")
+    row["baseline"]["load_before"] = load
+    row["prefect_start"] = _run_child(["bench/run.py", "_worker", "prefect_start", str(lake)],
+                                      log=base / f"base-prefect-{customers}.log")
+    fresh_warehouse(lake)
+    load = uptime()
+    print(f"[base {customers:,} / {events:,}] meterbill run … (load {load})", flush=True)
+    os.environ["METERBILL_MEMORY_LIMIT"] = args.memory_limit
+    row["run"] = run_command(lake, cb.AS_OF, base / f"base-run-{customers}.log")
+    row["run"]["load_before"] = load
+    if args.profile:
+        fresh_warehouse(lake)
+        prof = base / f"base-run-{customers}.prof"
+        run_command(lake, cb.AS_OF, base / f"base-run-{customers}-profiled.log", profile=prof)
+        row["profile"] = _profile_summary(prof)
+    print(f"  {json.dumps({k: row[k] for k in ('baseline', 'prefect_start', 'run')}, default=str)[:900]}", flush=True)
+    return row
+
+
 def bench_pricing(base: Path, n: int) -> dict:
     load = uptime()
     print(f"[pricing] build_invoices for {n:,} customers x 5 items (load {load}) …", flush=True)
@@ -506,8 +599,43 @@ def _fmt_s(x) -> str:
     return "—" if x is None else f"{x:,.1f}"
 
 
+def base_lines(bases: list[dict]) -> list[str]:
+    """The table of `meterbill run` on real customer bases, against the baseline on the same files."""
+    if not bases:
+        return []
+    lines = ["", "## A real customer base: `meterbill run` as a user types it", "",
+             "`bench/customer_base.py`: N customers in seven time zones, the catalogue as YAML, one month of events, "
+             "high cardinality (endpoint × region × project, model × project); `meterbill run --lake L --as-of "
+             "2026-02-02T00:00:00Z --no-deliver` in its own process, everything included (Prefect's start, the "
+             "catalogue, the four stages, the report); the Prefect start measured apart in a process of its own.", "",
+             "| customers | events | baseline s | run s | run / baseline | run − Prefect start s | that / baseline | "
+             "Prefect start s | peak RSS MB | CPU s | ingest | meter | bill | alerts | lines printed | load before |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for b in bases:
+        bl, r, ps = b["baseline"], b["run"], b["prefect_start"]
+        if r.get("exit") or bl.get("exit"):
+            lines.append(f"| {b['customers']:,} | {b['events']:,} | {bl.get('wall_s', '—')} | failed (exit {r.get('exit')}) "
+                         "| | | | | | | | | | | | |")
+            continue
+        w, start = r["process_wall_s"], ps.get("wall_s", 0.0)
+        st = r.get("stages", {})
+        lines.append(f"| {b['customers']:,} | {b['events']:,} | {bl['wall_s']} | {w} | {w / bl['wall_s']:.2f}× | "
+                     f"{w - start:.1f} | {(w - start) / bl['wall_s']:.2f}× | {start} | {r['peak_rss_mb']:,} | {r['cpu_s']} | "
+                     + " | ".join(str(st.get(k, "")) for k in ("ingest", "meter", "bill", "alerts"))
+                     + f" | {r.get('output_lines', '')} | {r['load_before']} |")
+    for b in bases:
+        prof = b.get("profile")
+        if not prof:
+            continue
+        lines += ["", f"Profile of `meterbill run` at {b['customers']:,} customers / {b['events']:,} events (cProfile, "
+                  "main thread; slower than the timed run): cumulative s per stage "
+                  + ", ".join(f"{k} {v}" for k, v in prof["stages_cumulative_s"].items()) + "; most own time:", ""]
+        lines += [f"- {o['s']} s {o['function']} ({o['calls']:,} calls)" for o in prof["own_time"]]
+    return lines
+
+
 def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pricing: dict | None,
-                  notes: str) -> None:
+                  notes: str, bases: list[dict] | None = None) -> None:
     m = meta["machine"]
     lines = [
         "# Benchmark results (issue 8)", "",
@@ -577,6 +705,7 @@ def write_results(path: Path, meta: dict, rows: list[dict], inc: dict | None, pr
                          f"{s['peak_rss_mb']:,} | {s['load_before']} |")
         if not f.get("exit") and not o.get("exit"):
             lines += ["", f"One day / full = **{o['wall_s'] / f['wall_s']:.3f}** ({o['wall_s']} s / {f['wall_s']} s; target ≤ 0.10)."]
+    lines += base_lines(bases or [])
     if pricing:
         lines += ["", "## Pricing (issue 5)", "",
                   f"`tests/pricing/timing.py` in its own process (load before {pricing['load_before']}): "
@@ -599,6 +728,8 @@ def main(argv: list[str] | None = None) -> int:
         a = ap.parse_args(argv[1:])
         if a.system == "meterbill":
             res = worker_meterbill(a.lake, a.as_of, a.profile)
+        elif a.system == "prefect_start":
+            res = worker_prefect_start()
         elif a.system == "baseline":
             res = worker_baseline(a.lake, a.memory_limit)
         elif a.system == "pandas_full":
@@ -617,6 +748,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--incremental", type=int, default=0, metavar="EVENTS_PER_DAY",
                     help="also measure one new day on a 90-day lake (0 = skip)")
     ap.add_argument("--pricing", type=int, default=0, metavar="CUSTOMERS", help="also time pricing (0 = skip)")
+    ap.add_argument("--base", nargs="*", default=[], metavar="CUSTOMERS:EVENTS",
+                    help="a real customer base (bench/customer_base.py): `meterbill run` as a user types it, "
+                         "e.g. 20000:10000000 100000:1000000")
     ap.add_argument("--profile", action="store_true", help="cProfile meterbill's flows (profile-N.prof in --dir)")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results.md"))
     ap.add_argument("--notes", default=str(ROOT / "bench" / "notes.md"),
@@ -635,13 +769,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.render:
         data = json.loads(Path(a.render).read_text())
         notes = Path(a.notes).read_text() if Path(a.notes).exists() else ""
-        write_results(Path(a.results), data["meta"], data["rows"], data["incremental"], data["pricing"], notes)
+        write_results(Path(a.results), data["meta"], data["rows"], data["incremental"], data["pricing"], notes,
+                      data.get("bases", []))
         return 0
     base = Path(a.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     meta = {"command": "bench/run.py " + " ".join(argv), "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "machine": machine(), "load_start": uptime(), "memory_limit": a.memory_limit}
     rows = [bench_one(base, n, a) for n in a.events]
+    bases = [bench_base(base, *map(int, b.split(":")), a) for b in a.base] or earlier.get("bases", [])
     inc = bench_incremental(base, a.incremental, a) if a.incremental else earlier.get("incremental")
     pricing = bench_pricing(base, a.pricing) if a.pricing else earlier.get("pricing")
     if a.earlier:
@@ -652,8 +788,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_end"] = uptime()
     notes = Path(a.notes).read_text() if Path(a.notes).exists() else ""
     (base / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "incremental": inc,
-                                                   "pricing": pricing}, indent=1, default=str))
-    write_results(Path(a.results), meta, rows, inc, pricing, notes)
+                                                   "pricing": pricing, "bases": bases}, indent=1, default=str))
+    write_results(Path(a.results), meta, rows, inc, pricing, notes, bases)
     print(Path(a.results).read_text())
     return 0
 
