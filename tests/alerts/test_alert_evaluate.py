@@ -342,3 +342,23 @@ def test_large_values_keep_every_digit_in_messages():
     out = evaluate(alert, frame([("acme", *W1, "0.000000001", True), ("acme", *W2, big, True)]), AS_OF)
     assert out["current_value"][0] == D(big)
     assert big in out["message"][0]
+
+
+def test_threshold_conditions_judge_the_last_complete_window_only():
+    """§6: earlier complete windows were judged by earlier runs; only greater_than adds the window in progress."""
+    quiet = make_alert(condition="less_than", threshold=10)
+    values = frame([("acme", *W1, 3, True), ("acme", *W2, 4, True), ("acme", *W3, 1, False),
+                    ("globex", *W1, 2, True), ("globex", *W2, 50, True), ("globex", *W3, 1, False)])
+    out = evaluate(quiet, values, AS_OF)
+    assert out.select("customer_id", "window_start", "current_value", "previous_value").rows() == [
+        ("acme", W2[0], D(4), D(3))]  # globex's quiet W1 is not judged again
+    busy = make_alert(condition="greater_than", threshold=10)
+    values = frame([("acme", *W1, 30, True), ("acme", *W2, 40, True), ("acme", *W3, 50, False)])
+    assert evaluate(busy, values, AS_OF).select("window_start", "current_value").rows() == [
+        (W2[0], D(40)), (W3[0], D(50))]
+    # a change condition given three complete windows compares the last with the one before only
+    W0 = (utc(2025, 12, 22), utc(2025, 12, 29))
+    rise = make_alert(condition="change_above", threshold=100)
+    values = frame([("acme", *W0, 0, True), ("acme", *W1, 500, True), ("acme", *W2, 650, True)])
+    assert evaluate(rise, values, AS_OF).select("window_start", "previous_value", "current_value").rows() == [
+        (W2[0], D(500), D(650))]
