@@ -95,3 +95,27 @@ def test_bad_arguments_are_one_line_usage_errors(lake):
         with pytest.raises(UsageError) as e:
             usage_report(lake, *args, [], {}, None)
         assert str(e.value) == msg and "\n" not in str(e.value)
+
+
+def _total(text: str, by_customer: bool) -> str:
+    """The range's total from csv output: the one group_total, or the customers' group totals added."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not by_customer:
+        return {r["group_total"] for r in rows}.pop()
+    per = {r["customer_id"]: int(r["group_total"]) for r in rows}
+    return str(sum(per.values()))
+
+
+def test_usage_totals_agree_with_and_without_group_by_customer_id(lake):
+    """One day rule: UTC days unless --tz says otherwise, with or without grouping by customer."""
+    args = ("calls", "day", "2026-01-01", "2026-01-03")
+    flat = usage_report(lake, *args, [], {"business_unit": ["zzz"]}, None, "csv")
+    grouped = usage_report(lake, *args, ["customer_id"], {"business_unit": ["zzz"]}, None, "csv")
+    # UTC days Jan 1 and 2: beta's 7 (Jan 1 23:30Z); acme's 1000 at Dec 31 23:30Z is outside
+    assert _total(flat, False) == _total(grouped, True) == "7"
+    rows = list(csv.DictReader(io.StringIO(grouped)))
+    assert {r["window_start"] for r in rows} == {"2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"}
+    # every bucket agrees too: the grouped buckets add up to the ungrouped ones
+    flat_rows = list(csv.DictReader(io.StringIO(flat)))
+    for r in flat_rows:
+        assert int(r["value"]) == sum(int(g["value"]) for g in rows if g["window_start"] == r["window_start"])
