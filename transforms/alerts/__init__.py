@@ -2,10 +2,10 @@
 
 Decisions where SPEC §6 is silent (peers' behaviour: Amberflo, Stripe, OpenMeter):
 
-* Threshold conditions are checked on every complete window the caller passes (plus the window
-  in progress for greater_than); change conditions on every complete window whose predecessor
-  (window_end = its window_start) is also passed. Callers pass the in-progress window and the last
-  two complete windows, so in practice: the last complete window against the one before.
+* Of the windows the caller passes, each customer's last complete one (the latest row with
+  complete = true) is judged, plus the window in progress for greater_than; change conditions
+  compare it with the complete window that ends where it starts. Earlier complete windows are
+  read only as the previous value: earlier runs judged them (a backfill replays those runs).
 * A customer missing from a computed complete window next to one of its own windows counts as 0
   there (§4: a window without events is 0), so a drop to nothing is a -100% change. A customer
   absent from `values` altogether is not evaluated.

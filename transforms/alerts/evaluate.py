@@ -4,10 +4,12 @@ Pure: the run's instant `as_of` is a parameter; nothing here reads files, the cl
 
 Rules (exact Decimal arithmetic throughout, never binary floats):
 
-* `greater_than` fires when value > threshold, on complete windows and on the window in
+* each customer's (or '*') last complete window is judged, the latest row with complete = true;
+  earlier complete windows were judged by earlier runs and are only read as the previous value;
+* `greater_than` fires when value > threshold, on the last complete window and on the window in
   progress (rows with complete = false), so it fires as soon as a customer crosses the line;
-* `less_than` fires when value < threshold, on complete windows only;
-* the change conditions compare a complete window with the complete window just before it
+* `less_than` fires when value < threshold, on the last complete window only;
+* the change conditions compare the last complete window with the complete window just before it
   (`window_end` of the earlier = `window_start` of the later): `change_above` cur − prev ≥ t,
   `change_below` prev − cur ≥ t, `percent_change_above` pct ≥ t, `percent_change_below`
   pct ≤ −t, where pct = (cur − prev) / |prev| × 100, 100 when prev = 0 < cur, −100 when
@@ -284,9 +286,14 @@ def evaluate(
         rows = series[customer]
         by_end = {r["window_end"]: r for r in rows.values()}
         tz = (timezones or {}).get(customer, "UTC")
+        # the last complete window is judged; earlier ones were judged by earlier runs
+        last = max((s for s, r in rows.items() if r["complete"]), default=None)
         for start in sorted(rows):
             r = rows[start]
-            if not r["complete"] and (alert.condition != "greater_than" or start > as_of):
+            if r["complete"] and start != last:
+                continue
+            if not r["complete"] and (alert.condition != "greater_than" or start > as_of
+                                      or (last is not None and start < last)):
                 continue  # only greater_than looks at the window in progress; never at future windows
             before = by_end.get(start)
             if change and not (r["complete"] and before is not None and before["complete"]):
