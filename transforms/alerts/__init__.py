@@ -9,8 +9,9 @@ Decisions where SPEC §6 is silent (peers' behaviour: Amberflo, Stripe, OpenMete
 * A customer missing from a computed complete window next to one of its own windows counts as 0
   there (§4: a window without events is 0), so a drop to nothing is a -100% change. A customer
   absent from `values` altogether is not evaluated.
-* Percentage change with a negative previous value divides by |prev| (same as §4 for prev > 0);
-  prev = 0 > cur gives -100 (the mirror of Amberflo's 100 for prev = 0 < cur).
+* The percentage change is the usage query's (`transforms.percent`): §4's formula as written,
+  also for a negative previous value (-10 -> -5 is -50); prev = 0 > cur gives -100 (the mirror
+  of Amberflo's 100 for prev = 0 < cur).
 * previous_value of a threshold firing is the window before's value when known, else null.
 * all_customers: a '*' row given for a window is used as is; otherwise its customers' rows are
   summed. per_customer evaluates every customer_id given, '*' included (pre-aggregated series).
@@ -21,7 +22,7 @@ Decisions where SPEC §6 is silent (peers' behaviour: Amberflo, Stripe, OpenMete
   with a JSON literal (decimals as exact numbers, null when absent).
 """
 
-from transforms.alerts.evaluate import decide, evaluate, fmt_decimal, percent_change
+from transforms.alerts.evaluate import decide, evaluate, fmt_decimal
 from transforms.alerts.payload import (
     PLACEHOLDERS,
     TemplateError,
@@ -51,7 +52,6 @@ __all__ = [
     "firing_record",
     "fmt_decimal",
     "iso",
-    "percent_change",
     "record_json",
     "render_payload",
     "validate_template",
