@@ -7,8 +7,9 @@ Decisions where the SPEC is silent (documented here and in the module's tests):
   ends at or after `end`. `start`/`end` that are `date`s mean local midnight in the bucket zone
   (per customer when `tz` maps customers to zones and customer_id is grouped); datetimes are
   instants (naive = UTC).
-- `tz` as a mapping only applies when customer_id is grouped (each customer's buckets in its own
-  zone; customers missing from the mapping use UTC); otherwise buckets are UTC.
+- `tz` is one zone for every group (UTC by default); `meterbill usage` always passes one (`--tz`).
+  A mapping customer -> zone only applies when customer_id is grouped (each customer's buckets in
+  its own zone; customers missing from the mapping use UTC); otherwise buckets are UTC.
 - Without customer_id in group_by the customers are combined: event-set meters (sum, count,
   max, min, avg, latest, unique_count) are evaluated over the union of all customers' events
   (distinct users across customers are counted once); stateful meters are evaluated per customer
