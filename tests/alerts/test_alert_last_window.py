@@ -18,7 +18,7 @@ def day(d: int) -> dt.datetime:
     return dt.datetime(2026, 1, d, tzinfo=UTC)
 
 
-def write_lake(root, hook_url: str) -> Lake:
+def write_lake(root, hook_url: str, tokyo: int = 20) -> Lake:
     cat = root / "catalog"
     cat.mkdir(parents=True)
     (cat / "meters.yaml").write_text("- {meter_api_name: calls, type: sum}\n")
@@ -48,8 +48,8 @@ def write_lake(root, hook_url: str) -> Lake:
 """)
     lk = Lake(root)
     rows = []
-    for d in range(1, 11):  # Jan 1..10: acme 50 a day, quiet 3 a day, tokyo 20 a day (06:00 UTC)
-        for cust, v in (("acme", 50), ("quiet", 3), ("tokyo", 20)):
+    for d in range(1, 11):  # Jan 1..10 at 06:00 UTC (15:00 in Tokyo): acme 50 a day, quiet 3, tokyo 20
+        for cust, v in (("acme", 50), ("quiet", 3), ("tokyo", tokyo)):
             rows.append(event(day(d) + dt.timedelta(hours=6), v, customer=cust, meter="calls", uid=f"{cust}{d}"))
     df = events_frame(rows).with_columns(pl.col("event_time").dt.date().alias("event_date"))
     lk.write("events", df)
@@ -84,3 +84,26 @@ def test_first_alerts_run_fires_once_per_quiet_customer_and_posts_one_webhook(tm
         ("busy-day", "acme", day(9)), ("quiet-day", "quiet", day(8))]
     assert summary["delivered"] == 1 and len(httpserver.log) == 2
     assert lk.read("deliveries").height == 2
+
+
+def test_a_replay_at_every_midnight_fires_each_window_once(tmp_path):
+    """What a backfill does (an alerts step at every UTC midnight): each day is judged once, when it
+    is the last complete one, in the customer's own zone too; nothing before the replay's start."""
+    lk = write_lake(tmp_path / "lake", "http://127.0.0.1:9/unused", tokyo=5)
+    cat = load_catalog(lk.catalog_dir)
+    for d in range(2, 12):  # Jan 2 00:00 .. Jan 11 00:00 UTC
+        run_alerts(lk, cat, day(d), deliver=False)
+    fired = lk.read("alerts_fired")
+    assert fired.select("alert_id", "customer_id", "window_start").is_unique().all()
+    tokyo_days = [day(d) - dt.timedelta(hours=9) for d in range(1, 11)]  # Tokyo Jan 1..10 (UTC+9)
+
+    def starts(alert_id, customer):
+        return sorted(fired.filter((pl.col("alert_id") == alert_id) & (pl.col("customer_id") == customer))
+                      ["window_start"].to_list())
+
+    assert starts("quiet-day", "quiet") == [day(d) for d in range(1, 11)]
+    assert starts("quiet-day", "tokyo") == tokyo_days
+    assert starts("quiet-day", "acme") == []
+    # greater_than: Jan 1..10 (each first seen as the last complete day: at midnight the new day is empty)
+    assert starts("busy-day", "acme") == [day(d) for d in range(1, 11)]
+    assert fired.height == 30
