@@ -18,7 +18,7 @@ def day(d: int) -> dt.datetime:
     return dt.datetime(2026, 1, d, tzinfo=UTC)
 
 
-def write_lake(root, hook_url: str, tokyo: int = 20) -> Lake:
+def write_lake(root, hook_url: str, tokyo: int = 20, extra_alerts: str = "") -> Lake:
     cat = root / "catalog"
     cat.mkdir(parents=True)
     (cat / "meters.yaml").write_text("- {meter_api_name: calls, type: sum}\n")
@@ -45,7 +45,7 @@ def write_lake(root, hook_url: str, tokyo: int = 20) -> Lake:
   window: day
   condition: greater_than
   threshold: 40
-""")
+""" + extra_alerts)
     lk = Lake(root)
     rows = []
     for d in range(1, 11):  # Jan 1..10 at 06:00 UTC (15:00 in Tokyo): acme 50 a day, quiet 3, tokyo 20
@@ -107,3 +107,26 @@ def test_a_replay_at_every_midnight_fires_each_window_once(tmp_path):
     # greater_than: Jan 1..10 (each first seen as the last complete day: at midnight the new day is empty)
     assert starts("busy-day", "acme") == [day(d) for d in range(1, 11)]
     assert fired.height == 30
+
+
+def test_all_customers_sums_every_customer_in_one_utc_window(tmp_path):
+    """The sum over all customers has no customer's zone: its windows are UTC days, and a customer
+    in Tokyo counts in them (it was summed apart, under its own day, and never judged)."""
+    lk = write_lake(tmp_path / "lake", "http://127.0.0.1:9/unused", extra_alerts="""
+- alert_id: platform-day
+  name: All customers over 60 calls a day
+  metric: usage
+  meter_api_name: calls
+  scope: all_customers
+  window: day
+  condition: greater_than
+  threshold: 60
+""")
+    cat = load_catalog(lk.catalog_dir)
+    run_alerts(lk, cat, day(8) + dt.timedelta(hours=12), deliver=False)
+    fired = lk.read("alerts_fired").filter(pl.col("alert_id") == "platform-day").sort("window_start")
+    # acme 50 + quiet 3 + tokyo 20 on each UTC day; the day in progress has its 06:00 events too
+    assert fired.select("customer_id", "window_start", "window_end", "current_value", "previous_value").rows() == [
+        ("*", day(7), day(8), D(73), D(73)), ("*", day(8), day(9), D(73), D(73))]
+    assert fired["message"].to_list() == ["all customers: calls 73 > 60 in day of 2026-01-07",
+                                          "all customers: calls 73 > 60 in day of 2026-01-08"]
