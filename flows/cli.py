@@ -417,9 +417,13 @@ def usage(
     filter_: list[str] = typer.Option([], "--filter", help="key=v1,v2 (repeatable)."),
     top: Optional[int] = typer.Option(None, "--top", min=1),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    tz: str = typer.Option("UTC", "--tz", help="IANA time zone of the buckets and of date bounds (default UTC)."),
     lake: Optional[str] = LAKE,
 ):
-    """The usage query of SPEC §4."""
+    """The usage query of SPEC §4.
+
+    Buckets (hours, days, weeks from Monday, months) and --from/--to dates are in one time zone for every group: UTC unless --tz names another, with or without --group-by customer_id (customers' own zones are not used), so a range's total is the same however it is grouped.
+    """
     from flows.usage import usage_report
 
     if fmt not in ("table", "csv", "json"):
@@ -434,7 +438,7 @@ def usage(
         filters.setdefault(k.strip(), []).extend(x.strip() for x in v.split(",") if x.strip())
     lk = open_lake(lake)
     text = usage_report(lk, meter, window, from_, to, [g.strip() for g in group_by.split(",") if g.strip()],
-                        filters, top, fmt)
+                        filters, top, fmt, tz=tz)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 

@@ -2,9 +2,10 @@
 
 Reading and formatting only: the numbers come from `transforms.metering.usage_query`.
 
-- `--from` / `--to` given as dates mean local midnight in each customer's time zone when grouping
-  by customer_id (UTC otherwise); ISO instants are instants. Buckets are whole calendar windows.
-- Customer time zones come from the catalogue when grouping by customer_id, else UTC.
+- One day rule, with or without grouping: buckets are calendar windows of one zone, UTC unless
+  `--tz` names another (OpenMeter's `windowTimeZone`); customers' own zones are not used, so the
+  same range gives the same total grouped by customer_id or not. `--from` / `--to` given as dates
+  mean midnight in that zone; ISO instants are instants. Buckets are whole calendar windows.
 - Events are read for the range only (with a margin for the bucket alignment); stateful meters also
   read their history, since their level carries in.
 - json: one object per group and bucket with the group-by keys, window_start (ISO-8601 in the
@@ -27,7 +28,7 @@ from catalog.config import DIM_KEY_RE, STATEFUL_TYPES
 from catalog.schemas import TS
 from flows.common import UsageError, parse_instant
 from transforms.metering import apply_cancellations, calendar_windows, usage_query
-from transforms.metering.windows import WINDOWS
+from transforms.metering.windows import WINDOWS, zone
 
 FORMATS = ("table", "csv", "json")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -64,9 +65,10 @@ def _pct(p: float) -> str:
 
 def usage_report(lake: Lake, meter_api_name: str, window: str, start: str, end: str,
                  group_by: list[str], filter: dict[str, list[str]], top: int | None,
-                 fmt: str = "table", *, as_of: str | dt.datetime | None = None) -> str:
+                 fmt: str = "table", *, as_of: str | dt.datetime | None = None, tz: str = "UTC") -> str:
     """Run the usage query on the lake's events and format it (`table`, `csv` or `json`).
 
+    Buckets and date bounds are in the zone `tz` (default UTC) for every group.
     Raises UsageError (one line) for a bad argument; CatalogError for a bad catalogue.
     `as_of` (default now) ends still-open event_duration resources."""
     cat = load_catalog(lake.catalog_dir)
@@ -91,23 +93,19 @@ def usage_report(lake: Lake, meter_api_name: str, window: str, start: str, end: 
             raise UsageError(f"--filter: {k!r} is not a dimension key")
         if not vals:
             raise UsageError(f"--filter: {k} needs at least one value (key=v1,v2)")
+    try:
+        zone(tz)
+    except ValueError:
+        raise UsageError(f"--tz: {tz!r} is not an IANA time zone (e.g. UTC, Europe/Budapest)") from None
     lo, hi = _bound(start, "--from"), _bound(end, "--to")
     run_as_of = parse_instant(as_of)
 
-    by_customer = "customer_id" in group_by
-    tz: str | dict[str, str] = ({cid: c.timezone for cid, c in cat.customers.items()} if by_customer else "UTC")
-    zones = set(tz.values()) | {"UTC"} if isinstance(tz, dict) else {tz}
-    spans = []
-    for z in sorted(zones):
-        ws = calendar_windows(lo, hi, window, z)
-        spans += ws[:1] + ws[-1:]
-    if not spans:
+    buckets = calendar_windows(lo, hi, window, tz)
+    if not buckets:
         raise UsageError("--to: must be after --from")
-    first = min(s for s, _ in spans)
-    last = max(e for _, e in spans)
+    first, last = buckets[0][0], buckets[-1][1]
 
     ev = lake.scan("events").filter(pl.col("meter_api_name") == meter_api_name)
-    # a customer missing from the catalogue gets UTC buckets: `first`/`last` cover those too
     ev = ev.filter(pl.col("event_time") < pl.lit(last, dtype=TS))
     if meter.type not in STATEFUL_TYPES:
         ev = ev.filter(pl.col("event_time") >= pl.lit(first, dtype=TS))
@@ -119,18 +117,12 @@ def usage_report(lake: Lake, meter_api_name: str, window: str, start: str, end: 
 
 
 def _local(t: dt.datetime, zone_name: str) -> str:
-    from transforms.metering.windows import zone
     return t.astimezone(zone(zone_name)).isoformat()
 
 
-def format_usage(df: pl.DataFrame, group_by: list[str], fmt: str, tz: str | dict[str, str] = "UTC") -> str:
-    """table / csv / json text of a usage_query frame."""
+def format_usage(df: pl.DataFrame, group_by: list[str], fmt: str, tz: str = "UTC") -> str:
+    """table / csv / json text of a usage_query frame whose buckets are in the zone `tz`."""
     fields = [*group_by, "window_start", "value", "percent_from_previous", "group_total"]
-
-    def zone_of(row: dict) -> str:
-        if isinstance(tz, str):
-            return tz
-        return tz.get(row.get("customer_id"), "UTC") if "customer_id" in group_by else "UTC"
 
     rows = df.to_dicts()
     if fmt == "json":
@@ -138,7 +130,7 @@ def format_usage(df: pl.DataFrame, group_by: list[str], fmt: str, tz: str | dict
         for r in rows:
             parts = [f"{json.dumps(k)}: {json.dumps(r[k])}" for k in group_by]
             parts += [
-                f'"window_start": {json.dumps(_local(r["window_start"], zone_of(r)))}',
+                f'"window_start": {json.dumps(_local(r["window_start"], tz))}',
                 f'"value": {_num(r["value"])}',
                 f'"percent_from_previous": {_pct(r["percent_from_previous"])}',
                 f'"group_total": {_num(r["group_total"])}',
@@ -146,7 +138,7 @@ def format_usage(df: pl.DataFrame, group_by: list[str], fmt: str, tz: str | dict
             out.append("  {" + ", ".join(parts) + "}")
         return "[\n" + ",\n".join(out) + "\n]\n" if out else "[]\n"
     table = [[("" if r[k] is None else str(r[k])) for k in group_by]
-             + [_local(r["window_start"], zone_of(r)), _num(r["value"]), _pct(r["percent_from_previous"]),
+             + [_local(r["window_start"], tz), _num(r["value"]), _pct(r["percent_from_previous"]),
                 _num(r["group_total"])] for r in rows]
     if fmt == "csv":
         buf = io.StringIO()

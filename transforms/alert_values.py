@@ -34,11 +34,15 @@ def _scope_customers(alert: Alert, cat: Catalog) -> list[str]:
 
 def alert_window_frame(alert: Alert, cat: Catalog, as_of: dt.datetime, customers: list[str],
                        periods: dict[str, list[tuple[dt.datetime, dt.datetime]]]) -> pl.DataFrame:
-    """customer_id, window_start, window_end, complete: the windows each customer is judged on."""
+    """customer_id, window_start, window_end, complete: the windows each customer is judged on.
+
+    Calendar windows are the customer's local ones; for scope all_customers they are UTC for every
+    customer, so that the customers' values add up in one window (the sum has no customer's zone)."""
     rows = []
     for cid in customers:
         bp = periods.get(cid, []) if alert.window == "billing_period" else None
-        w = alert_windows(alert, as_of, cat.timezone(cid), bp)
+        tz = "UTC" if alert.scope == "all_customers" else cat.timezone(cid)
+        w = alert_windows(alert, as_of, tz, bp)
         for win, complete in ((w.before_last, True), (w.last_complete, True), (w.current, False)):
             if win is not None:
                 rows.append({"customer_id": cid, "window_start": win[0], "window_end": win[1], "complete": complete})

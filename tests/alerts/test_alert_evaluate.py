@@ -8,7 +8,8 @@ import pytest
 
 from catalog.config import Alert
 from catalog.schemas import SCHEMAS
-from transforms.alerts import alert_windows, decide, evaluate, percent_change
+from transforms.alerts import alert_windows, decide, evaluate
+from transforms.percent import percent_change
 
 UTC = dt.timezone.utc
 
@@ -66,7 +67,7 @@ def test_case_amberflo_20_percent_fewer_week_over_week():
     weeks = {"acme": (1000, 790), "globex": (1000, 810), "initech": (0, 0), "hooli": (0, 50)}
     expected_pct = {"acme": -21, "globex": -19, "initech": 0, "hooli": 100}
     for c, (prev, cur) in weeks.items():
-        assert percent_change(D(cur), D(prev)) == expected_pct[c]
+        assert percent_change(D(prev), D(cur)) == expected_pct[c]
     alert = make_alert(condition="percent_change_below", threshold=20)
     rows = []
     for c, (prev, cur) in weeks.items():
@@ -162,8 +163,8 @@ def test_percent_change_is_exact_without_division():
     # 1/3 up: 33.333...% is below 33.3333333333333333333333333334 and above 33.33
     assert decide("percent_change_above", D("33.33"), D(4), D(3)) is True
     assert decide("percent_change_above", D("33.3333333333333333333333333334"), D(4), D(3)) is False
-    assert percent_change(D(790), D(1000)) == D(-21)
-    assert percent_change(D(-50), D(0)) == D(-100)
+    assert percent_change(D(1000), D(790)) == -21
+    assert percent_change(D(0), D(-50)) == -100
 
 
 @pytest.mark.parametrize(
@@ -314,7 +315,7 @@ decimals = st.decimals(min_value=-10**12, max_value=10**12, places=9, allow_nan=
 def _pct(cur: D, prev: D) -> Fraction:
     if prev == 0:
         return Fraction(0 if cur == 0 else (100 if cur > 0 else -100))
-    return (Fraction(cur) - Fraction(prev)) * 100 / abs(Fraction(prev))
+    return (Fraction(cur) - Fraction(prev)) * 100 / Fraction(prev)  # §4 as written, prev < 0 too
 
 
 @settings(max_examples=300, deadline=None)
@@ -342,3 +343,23 @@ def test_large_values_keep_every_digit_in_messages():
     out = evaluate(alert, frame([("acme", *W1, "0.000000001", True), ("acme", *W2, big, True)]), AS_OF)
     assert out["current_value"][0] == D(big)
     assert big in out["message"][0]
+
+
+def test_threshold_conditions_judge_the_last_complete_window_only():
+    """§6: earlier complete windows were judged by earlier runs; only greater_than adds the window in progress."""
+    quiet = make_alert(condition="less_than", threshold=10)
+    values = frame([("acme", *W1, 3, True), ("acme", *W2, 4, True), ("acme", *W3, 1, False),
+                    ("globex", *W1, 2, True), ("globex", *W2, 50, True), ("globex", *W3, 1, False)])
+    out = evaluate(quiet, values, AS_OF)
+    assert out.select("customer_id", "window_start", "current_value", "previous_value").rows() == [
+        ("acme", W2[0], D(4), D(3))]  # globex's quiet W1 is not judged again
+    busy = make_alert(condition="greater_than", threshold=10)
+    values = frame([("acme", *W1, 30, True), ("acme", *W2, 40, True), ("acme", *W3, 50, False)])
+    assert evaluate(busy, values, AS_OF).select("window_start", "current_value").rows() == [
+        (W2[0], D(40)), (W3[0], D(50))]
+    # a change condition given three complete windows compares the last with the one before only
+    W0 = (utc(2025, 12, 22), utc(2025, 12, 29))
+    rise = make_alert(condition="change_above", threshold=100)
+    values = frame([("acme", *W0, 0, True), ("acme", *W1, 500, True), ("acme", *W2, 650, True)])
+    assert evaluate(rise, values, AS_OF).select("window_start", "previous_value", "current_value").rows() == [
+        (W2[0], D(500), D(650))]

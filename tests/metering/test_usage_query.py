@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from fractions import Fraction
 
 import polars as pl
 import pytest
@@ -16,13 +17,14 @@ JAN1, JAN5 = dt.date(2026, 1, 1), dt.date(2026, 1, 5)
 
 
 def test_percent_change_rules():
-    assert percent_change(None, D(5)) == 0.0           # first bucket
-    assert percent_change(D(0), D(0)) == 0.0
-    assert percent_change(D(0), D(3)) == 100.0
-    assert percent_change(D(0), D(-3)) == -100.0
-    assert percent_change(D(4040), D(19605)) == 385.2722772277228
-    assert percent_change(D(-4), D(2)) == -150.0        # (2 − −4) / −4 × 100
-    assert percent_change(D(3), D(1)) == -66.66666666666667
+    """Exact (a Fraction); the query rounds it once to a float, and gives 0 for the first bucket."""
+    assert percent_change(D(0), D(0)) == 0
+    assert percent_change(D(0), D(3)) == 100
+    assert percent_change(D(0), D(-3)) == -100
+    assert percent_change(D(4040), D(19605)) == Fraction(1556500, 4040)
+    assert float(percent_change(D(4040), D(19605))) == 385.2722772277228
+    assert percent_change(D(-4), D(2)) == -150          # (2 − −4) / −4 × 100
+    assert float(percent_change(D(3), D(1))) == -66.66666666666667
 
 
 def test_gap_filled_with_zeros_for_every_bucket_of_every_group():

@@ -61,18 +61,34 @@ def test_json_is_one_object_per_group_and_bucket_with_amberflo_numbers(lake):
     assert [o["percent_from_previous"] for o in out if o["business_unit"] == "yyy"] == [0, 100, 701.7949740725967]
 
 
-def test_grouping_by_customer_uses_each_customers_time_zone(lake):
+def test_tz_puts_every_groups_buckets_and_date_bounds_in_that_zone(lake):
     text = usage_report(lake, "calls", "day", "2026-01-01", "2026-01-03", ["customer_id"], {"business_unit": ["zzz"]},
-                        None, "csv")
+                        None, "csv", tz="Europe/Budapest")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["customer_id", "window_start", "value", "percent_from_previous", "group_total"]
     got = [(r["customer_id"], r["window_start"], r["value"]) for r in rows]
     assert got == [
         ("acme", "2026-01-01T00:00:00+01:00", "1000"),   # 2025-12-31T23:30Z is Jan 1 in Budapest
         ("acme", "2026-01-02T00:00:00+01:00", "0"),
-        ("beta", "2026-01-01T00:00:00+00:00", "7"),
-        ("beta", "2026-01-02T00:00:00+00:00", "0"),
+        ("beta", "2026-01-01T00:00:00+01:00", "0"),
+        ("beta", "2026-01-02T00:00:00+01:00", "7"),      # 2026-01-01T23:30Z is Jan 2 in Budapest (beta is UTC)
     ]
+    flat = usage_report(lake, "calls", "day", "2026-01-01", "2026-01-03", [], {"business_unit": ["zzz"]},
+                        None, "csv", tz="Europe/Budapest")
+    assert _total(flat, False) == _total(text, True) == "1007"
+    assert [r["window_start"] for r in csv.DictReader(io.StringIO(flat))] == [
+        "2026-01-01T00:00:00+01:00", "2026-01-02T00:00:00+01:00"]
+    with pytest.raises(UsageError) as e:
+        usage_report(lake, "calls", "day", "2026-01-01", "2026-01-03", [], {}, None, tz="Mars/Olympus")
+    assert str(e.value) == "--tz: 'Mars/Olympus' is not an IANA time zone (e.g. UTC, Europe/Budapest)"
+
+
+def test_usage_help_states_the_day_rule(capsys):
+    from flows.cli import main
+
+    assert main(["usage", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "UTC unless --tz names another, with or without --group-by customer_id" in text
 
 
 def test_table_is_readable_and_top_limits_groups(lake):
@@ -95,3 +111,27 @@ def test_bad_arguments_are_one_line_usage_errors(lake):
         with pytest.raises(UsageError) as e:
             usage_report(lake, *args, [], {}, None)
         assert str(e.value) == msg and "\n" not in str(e.value)
+
+
+def _total(text: str, by_customer: bool) -> str:
+    """The range's total from csv output: the one group_total, or the customers' group totals added."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not by_customer:
+        return {r["group_total"] for r in rows}.pop()
+    per = {r["customer_id"]: int(r["group_total"]) for r in rows}
+    return str(sum(per.values()))
+
+
+def test_usage_totals_agree_with_and_without_group_by_customer_id(lake):
+    """One day rule: UTC days unless --tz says otherwise, with or without grouping by customer."""
+    args = ("calls", "day", "2026-01-01", "2026-01-03")
+    flat = usage_report(lake, *args, [], {"business_unit": ["zzz"]}, None, "csv")
+    grouped = usage_report(lake, *args, ["customer_id"], {"business_unit": ["zzz"]}, None, "csv")
+    # UTC days Jan 1 and 2: beta's 7 (Jan 1 23:30Z); acme's 1000 at Dec 31 23:30Z is outside
+    assert _total(flat, False) == _total(grouped, True) == "7"
+    rows = list(csv.DictReader(io.StringIO(grouped)))
+    assert {r["window_start"] for r in rows} == {"2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"}
+    # every bucket agrees too: the grouped buckets add up to the ungrouped ones
+    flat_rows = list(csv.DictReader(io.StringIO(flat)))
+    for r in flat_rows:
+        assert int(r["value"]) == sum(int(g["value"]) for g in rows if g["window_start"] == r["window_start"])

@@ -4,14 +4,17 @@ Pure: the run's instant `as_of` is a parameter; nothing here reads files, the cl
 
 Rules (exact Decimal arithmetic throughout, never binary floats):
 
-* `greater_than` fires when value > threshold, on complete windows and on the window in
+* each customer's (or '*') last complete window is judged, the latest row with complete = true;
+  earlier complete windows were judged by earlier runs and are only read as the previous value;
+* `greater_than` fires when value > threshold, on the last complete window and on the window in
   progress (rows with complete = false), so it fires as soon as a customer crosses the line;
-* `less_than` fires when value < threshold, on complete windows only;
-* the change conditions compare a complete window with the complete window just before it
+* `less_than` fires when value < threshold, on the last complete window only;
+* the change conditions compare the last complete window with the complete window just before it
   (`window_end` of the earlier = `window_start` of the later): `change_above` cur − prev ≥ t,
   `change_below` prev − cur ≥ t, `percent_change_above` pct ≥ t, `percent_change_below`
-  pct ≤ −t, where pct = (cur − prev) / |prev| × 100, 100 when prev = 0 < cur, −100 when
-  prev = 0 > cur, 0 when both are 0 (§4, Amberflo);
+  pct ≤ −t, where pct is §4's percentage change (`transforms.percent.percent_change`, exact:
+  (cur − prev) / prev × 100 as written, 100 when prev = 0 < cur, −100 when prev = 0 > cur,
+  0 when both are 0), compared exactly with the threshold;
 * at most one firing per (alert_id, customer_id or '*', window_start): what `already_fired`
   holds is never returned again, and one call returns each key at most once.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal, localcontext
+from fractions import Fraction
 from typing import Mapping, Optional
 from zoneinfo import ZoneInfo
 
@@ -27,6 +31,7 @@ import polars as pl
 
 from catalog.config import Alert
 from catalog.schemas import DEC, SCHEMAS, TS, conform
+from transforms.percent import percent_change
 
 ALL = "*"
 UTC = dt.timezone.utc
@@ -49,29 +54,10 @@ def _exact(v) -> Optional[Decimal]:
     return Decimal(v)
 
 
-def percent_change(cur: Decimal, prev: Decimal) -> Decimal:
-    """(cur − prev) / |prev| × 100; 100 when prev = 0 < cur, −100 when prev = 0 > cur, 0 when both are 0.
-
-    Computed with 60 significant digits (display only: decisions use `_pct_at_least`/`_pct_at_most`,
-    which never divide).
-    """
-    if prev == 0:
-        return Decimal(0) if cur == 0 else Decimal(100 if cur > 0 else -100)
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return (cur - prev) * 100 / abs(prev)
-
-
-def _pct_cmp(cur: Decimal, prev: Decimal, bound: Decimal) -> int:
-    """Sign of (pct − bound), exactly: pct is compared by cross-multiplication, never divided."""
-    with localcontext() as ctx:
-        ctx.prec = 200  # DEC(38, 9) products fit exactly
-        if prev == 0:
-            pct = percent_change(cur, prev)
-            return (pct > bound) - (pct < bound)
-        lhs = (cur - prev) * 100
-        rhs = bound * abs(prev)
-        return (lhs > rhs) - (lhs < rhs)
+def _pct_text(prev: Decimal, cur: Decimal) -> str:
+    """The percentage change rounded to 0.01 (half to even) for a message: '-21', '385.27'."""
+    hundredths = round(percent_change(prev, cur) * 100)  # exact: a Fraction rounds half to even
+    return fmt_decimal(Decimal(f"{hundredths}E-2"))
 
 
 def decide(condition: str, threshold: Decimal, cur: Decimal, prev: Optional[Decimal]) -> bool:
@@ -92,9 +78,9 @@ def decide(condition: str, threshold: Decimal, cur: Decimal, prev: Optional[Deci
         if condition == "change_below":
             return prev - cur >= threshold
         if condition == "percent_change_above":
-            return _pct_cmp(cur, prev, threshold) >= 0
+            return percent_change(prev, cur) >= Fraction(threshold)
         if condition == "percent_change_below":
-            return _pct_cmp(cur, prev, -threshold) <= 0
+            return percent_change(prev, cur) <= -Fraction(threshold)
     raise ValueError(f"unknown condition {condition!r}")
 
 
@@ -164,7 +150,7 @@ def _message_text(alert: Alert, customer: str, start: dt.datetime, tz: str, cur:
         return f"{who}: {what} rose by {fmt_decimal(cur - prev)} ({change}), at least {t}, in {when}"
     if c == "change_below":
         return f"{who}: {what} fell by {fmt_decimal(prev - cur)} ({change}), at least {t}, in {when}"
-    pct = fmt_decimal(percent_change(cur, prev).quantize(Decimal("0.01")))
+    pct = _pct_text(prev, cur)
     if c == "percent_change_above":
         return f"{who}: {what} changed {pct}% ({change}), at least +{t}%, in {when}"
     return f"{who}: {what} changed {pct}% ({change}), at most -{t}%, in {when}"
@@ -284,9 +270,14 @@ def evaluate(
         rows = series[customer]
         by_end = {r["window_end"]: r for r in rows.values()}
         tz = (timezones or {}).get(customer, "UTC")
+        # the last complete window is judged; earlier ones were judged by earlier runs
+        last = max((s for s, r in rows.items() if r["complete"]), default=None)
         for start in sorted(rows):
             r = rows[start]
-            if not r["complete"] and (alert.condition != "greater_than" or start > as_of):
+            if r["complete"] and start != last:
+                continue
+            if not r["complete"] and (alert.condition != "greater_than" or start > as_of
+                                      or (last is not None and start < last)):
                 continue  # only greater_than looks at the window in progress; never at future windows
             before = by_end.get(start)
             if change and not (r["complete"] and before is not None and before["complete"]):

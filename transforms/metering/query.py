@@ -7,8 +7,9 @@ Decisions where the SPEC is silent (documented here and in the module's tests):
   ends at or after `end`. `start`/`end` that are `date`s mean local midnight in the bucket zone
   (per customer when `tz` maps customers to zones and customer_id is grouped); datetimes are
   instants (naive = UTC).
-- `tz` as a mapping only applies when customer_id is grouped (each customer's buckets in its own
-  zone; customers missing from the mapping use UTC); otherwise buckets are UTC.
+- `tz` is one zone for every group (UTC by default); `meterbill usage` always passes one (`--tz`).
+  A mapping customer -> zone only applies when customer_id is grouped (each customer's buckets in
+  its own zone; customers missing from the mapping use UTC); otherwise buckets are UTC.
 - Without customer_id in group_by the customers are combined: event-set meters (sum, count,
   max, min, avg, latest, unique_count) are evaluated over the union of all customers' events
   (distinct users across customers are counted once); stateful meters are evaluated per customer
@@ -16,9 +17,9 @@ Decisions where the SPEC is silent (documented here and in the module's tests):
 - Groups are the group-key combinations that have a row in some bucket (events, or a carried-in
   stateful level); each gets every bucket, 0 where it has no row. With no group_by there is one
   group and it always has every bucket.
-- percent_from_previous = (cur − prev) / prev × 100 computed exactly and then rounded to the
-  nearest float; 100 when prev = 0 < cur, −100 when prev = 0 > cur, 0 when both are 0, 0 for the
-  first bucket.
+- percent_from_previous = `transforms.percent.percent_change` (the alerts' too) rounded once to
+  the nearest float: (cur − prev) / prev × 100 as written (−10 → −5 is −50), 100 when
+  prev = 0 < cur, −100 when prev = 0 > cur, 0 when both are 0; 0 for the first bucket.
 - group_total: the sum of the buckets for sum and count; for every other type the meter's exact
   value over the group's whole range [first bucket start, last bucket end) (for stateful meters
   without customer_id grouping: the sum over customers of that value).
@@ -31,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from fractions import Fraction
 
 import polars as pl
 
@@ -40,18 +40,10 @@ from catalog.schemas import DEC, TS
 from transforms.metering.cancel import counting
 from transforms.metering.values import check_group_by, meter_rows
 from transforms.metering.windows import calendar_windows, check_window, zone
+from transforms.percent import percent_change
 
 ALL = "*"  # the pseudo-customer of combined (not customer-grouped) event-set queries
 ADDITIVE = frozenset({"sum", "count"})
-
-
-def percent_change(prev: Decimal | None, cur: Decimal) -> float:
-    """(cur − prev) / prev × 100, exact then rounded once to a float; see the module notes."""
-    if prev is None:
-        return 0.0
-    if prev == 0:
-        return 0.0 if cur == 0 else (100.0 if cur > 0 else -100.0)
-    return float((Fraction(cur) - Fraction(prev)) / Fraction(prev) * 100)
 
 
 def usage_query(
@@ -167,7 +159,7 @@ def usage_query(
         if key != prev_key:
             prev_val = None
             prev_key = key
-        pct.append(percent_change(prev_val, cur))
+        pct.append(0.0 if prev_val is None else float(percent_change(prev_val, cur)))
         prev_val = cur
     grid = grid.with_columns(pl.Series("percent_from_previous", pct, dtype=pl.Float64))
     return grid.select(
