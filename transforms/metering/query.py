@@ -4,12 +4,10 @@ percentage change from the previous bucket and a total per group.
 Decisions where the SPEC is silent (documented here and in the module's tests):
 
 - Buckets are whole calendar windows (`calendar_windows`): the first contains `start`, the last
-  ends at or after `end`. `start`/`end` that are `date`s mean local midnight in the bucket zone
-  (per customer when `tz` maps customers to zones and customer_id is grouped); datetimes are
+  ends at or after `end`. `start`/`end` that are `date`s mean midnight in `tz`; datetimes are
   instants (naive = UTC).
-- `tz` is one zone for every group (UTC by default); `meterbill usage` always passes one (`--tz`).
-  A mapping customer -> zone only applies when customer_id is grouped (each customer's buckets in
-  its own zone; customers missing from the mapping use UTC); otherwise buckets are UTC.
+- `tz` is one zone for every group and bucket (UTC by default), with or without customer_id in
+  group_by: the same range gives the same total however it is grouped (`meterbill usage --tz`).
 - Without customer_id in group_by the customers are combined: event-set meters (sum, count,
   max, min, avg, latest, unique_count) are evaluated over the union of all customers' events
   (distinct users across customers are counted once); stateful meters are evaluated per customer
@@ -56,7 +54,7 @@ def usage_query(
     group_by: Sequence[str] = (),
     filter: Mapping[str, Sequence[str]] | None = None,
     top: int | None = None,
-    tz: str | Mapping[str, str] = "UTC",
+    tz: str = "UTC",
     as_of: dt.datetime | None = None,
 ) -> pl.DataFrame:
     """Columns: *group_by, window_start, window_end, value (DEC), percent_from_previous (Float64),
@@ -71,28 +69,14 @@ def usage_query(
                                         "group_total"})
     if top is not None and top < 1:
         raise ValueError("top must be at least 1")
-    if isinstance(tz, str):
-        zone(tz)
-    else:
-        for z in tz.values():
-            zone(z)
+    zone(tz)
 
     ev = counting(events)
     if "meter_api_name" in ev.columns:
         ev = ev.filter(pl.col("meter_api_name") == meter.meter_api_name)
     stateful = meter.type in STATEFUL_TYPES
 
-    def zone_of(c: str) -> str:
-        if isinstance(tz, str):
-            return tz
-        return tz.get(c, "UTC") if by_customer else "UTC"
-
-    buckets_cache: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
-
-    def buckets(z: str) -> list[tuple[dt.datetime, dt.datetime]]:
-        if z not in buckets_cache:
-            buckets_cache[z] = calendar_windows(start, end, window, z)
-        return buckets_cache[z]
+    buckets = calendar_windows(start, end, window, tz)
 
     # customers whose windows we evaluate
     if by_customer or stateful:
@@ -100,10 +84,10 @@ def usage_query(
     else:
         customers = [ALL]
         ev = ev.with_columns(pl.lit(ALL).alias("customer_id"))
-    bucket_rows = [(c, s, e) for c in customers for s, e in buckets(zone_of(c))]
+    bucket_rows = [(c, s, e) for c in customers for s, e in buckets]
     wins = pl.DataFrame(bucket_rows, schema={"customer_id": pl.String, "window_start": TS, "window_end": TS},
                         orient="row")
-    span_rows = [(c, b[0][0], b[-1][1]) for c in customers if (b := buckets(zone_of(c)))]
+    span_rows = [(c, buckets[0][0], buckets[-1][1]) for c in customers] if buckets else []
     spans = pl.DataFrame(span_rows, schema={"customer_id": pl.String, "window_start": TS, "window_end": TS},
                          orient="row")
 
@@ -119,14 +103,14 @@ def usage_query(
             totals = (totals.group_by(dim_keys).agg(pl.col("value").sum()) if dim_keys
                       else totals.select(pl.col("value").sum()))
 
-    # gap fill: every group gets every bucket (of its customer's zone)
+    # gap fill: every group gets every bucket
     if gcols:
         groups = vals.select(gcols).unique()
         grid = (groups.join(wins, on="customer_id", how="inner") if by_customer
-                else groups.join(pl.DataFrame(buckets(zone_of(ALL)), schema={"window_start": TS, "window_end": TS},
+                else groups.join(pl.DataFrame(buckets, schema={"window_start": TS, "window_end": TS},
                                               orient="row"), how="cross"))
     else:
-        grid = pl.DataFrame(buckets(zone_of(ALL)), schema={"window_start": TS, "window_end": TS}, orient="row")
+        grid = pl.DataFrame(buckets, schema={"window_start": TS, "window_end": TS}, orient="row")
     on = [*gcols, "window_start", "window_end"]
     grid = (grid.join(vals.select(*on, "value"), on=on, how="left", nulls_equal=True)
             .with_columns(pl.col("value").fill_null(pl.lit(0, dtype=DEC))))
