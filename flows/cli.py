@@ -33,7 +33,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from catalog import CatalogError
-from flows.common import UsageError, open_catalog, open_lake, parse_instant
+from flows.common import UsageError, as_of_instant, open_catalog, open_lake, parse_instant
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="meterbill: usage metering and billing as a batch analytics job.")
@@ -42,7 +42,10 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 LAKE = typer.Option(None, "--lake", help="The lake folder (default: $METERBILL_LAKE or data/).")
-AS_OF = typer.Option(None, "--as-of", help="The run's instant, ISO-8601 or a date (default: now).")
+AS_OF = typer.Option(None, "--as-of", help="The run's instant, ISO-8601 or a date (default: now); "
+                     "more than 5 minutes after the clock needs --allow-future.")
+ALLOW_FUTURE = typer.Option(False, "--allow-future",
+                            help="Accept an --as-of in the future (its final invoices cannot be taken back).")
 EXECUTOR = typer.Option("local", "--executor", help="local or dask.")
 WORKERS = typer.Option(None, "--workers", help="With --executor dask: start a temporary local cluster of N workers.")
 DASK_ADDRESS = typer.Option(None, "--dask-address", help="With --executor dask: use an existing cluster.")
@@ -278,15 +281,16 @@ def generate(
 
 @app.command()
 @_local_flows
-def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
            max_event_age_days: Optional[int] = typer.Option(None, "--max-event-age-days", min=1)):
     """Raw files -> events, quarantine, ingest_files."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from flows.ingest import ingest_flow
-    rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days)
+    rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days,
+                      allow_future=allow_future)
     out.print(_summary_line("ingest", rep))
 
 
@@ -298,30 +302,32 @@ def _summary_line(verb: str, rep) -> str:
 
 @app.command()
 @_local_flows
-def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
+def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE, executor: str = EXECUTOR,
           workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Events -> usage_hourly (only the hours that changed)."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from flows.meter import meter_flow
-    rep = meter_flow(lake=str(lk.root), as_of=t.isoformat(), **_executor(executor, workers, dask_address))
+    rep = meter_flow(lake=str(lk.root), as_of=t.isoformat(), allow_future=allow_future,
+                     **_executor(executor, workers, dask_address))
     out.print(_summary_line("meter", rep))
 
 
 @app.command()
 @_local_flows
-def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
+def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE, executor: str = EXECUTOR,
          workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Usage -> line_items, invoices, credit_ledger, unbilled_usage."""
 
     lk = open_lake(lake)
     cat = open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from catalog import Lake
     from flows.bill import bill_flow
-    rep = bill_flow(lake=str(lk.root), as_of=t.isoformat(), **_executor(executor, workers, dask_address))
+    rep = bill_flow(lake=str(lk.root), as_of=t.isoformat(), allow_future=allow_future,
+                    **_executor(executor, workers, dask_address))
     out.print(_summary_line("bill", rep))
     print_invoices(_latest_invoices(Lake(lk.root)), cat=cat)
 
@@ -338,34 +344,34 @@ def _latest_invoices(lk):
 
 @app.command()
 @_local_flows
-def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
            no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record firings."),
            executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """-> alerts_fired, deliveries."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from flows.alerts import alerts_flow
-    rep = alerts_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver,
+    rep = alerts_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver, allow_future=allow_future,
                       **_executor(executor, workers, dask_address))
     out.print(_summary_line("alerts", rep))
 
 
 @app.command()
 @_local_flows
-def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
         no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record alert firings."),
         executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """ingest -> meter -> bill -> alerts."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     ex = _executor(executor, workers, dask_address)
     from flows.run import run_flow
     with _run_logs():
-        rep = run_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver, **ex)
+        rep = run_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver, allow_future=allow_future, **ex)
     print_run_summary(f"run as of {_when(rep['as_of'])}", rep)
 
 
@@ -464,7 +470,7 @@ def sql(query: str = typer.Argument(..., help="SQL over the warehouse views."), 
 
 
 @app.command()
-def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
               customer: Optional[str] = typer.Option(None, "--customer")):
     """Per customer and period: events, usage, billed and adjusted quantities."""
     import polars as pl
@@ -472,6 +478,7 @@ def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
     from catalog import Lake
 
     lk = open_lake(lake)
+    as_of_instant(as_of, allow_future)
     rec = Lake(lk.root).read("reconciliation")
     if customer:
         rec = rec.filter(pl.col("customer_id") == customer)
@@ -528,11 +535,12 @@ def demo(
     events_per_day: int = typer.Option(3000, "--events-per-day", min=1),
     seed: int = typer.Option(42, "--seed"),
     as_of: Optional[str] = AS_OF,
+    allow_future: bool = ALLOW_FUTURE,
 ):
     """Write a sample catalogue and events into the lake, run the whole pipeline, print invoices and alerts."""
     from flows.demo import run_demo
 
-    run_demo(lake, days, events_per_day, seed, as_of, out, _progress)
+    run_demo(lake, days, events_per_day, seed, as_of, out, _progress, allow_future=allow_future)
 
 
 # ------------------------------------------------------------------ entry point

@@ -10,29 +10,30 @@ import polars as pl
 
 from catalog import Lake
 from flows import _ROOT
-from flows.common import parse_instant
+from flows.common import as_of_instant
 
 SAMPLE_CATALOG = _ROOT / "data" / "catalog"
 
 
-def run_demo(lake: str | None, days: int, events_per_day: int, seed: int, as_of: str | None, out, progress) -> None:
+def run_demo(lake: str | None, days: int, events_per_day: int, seed: int, as_of: str | None, out, progress,
+             allow_future: bool = False) -> None:
     from flows.cli import _money, print_alerts, print_invoices
     from flows.common import open_catalog
     from flows.generate import generate
     from flows.run import run_flow
 
+    t = as_of_instant(as_of, allow_future)  # before anything is written
     lk = Lake(lake)
     if not lk.catalog_dir.is_dir() or not any(lk.catalog_dir.iterdir()):
         shutil.copytree(SAMPLE_CATALOG, lk.catalog_dir, dirs_exist_ok=True)
         out.print(f"sample catalogue written to {lk.catalog_dir}")
     cat = open_catalog(lk)
-    t = parse_instant(as_of)
     first = (t - dt.timedelta(days=days)).date()
     g = generate(cat, lk.raw_dir, first, days, events_per_day, seed, messy=True, progress=progress)
     out.print(f"generated {g.rows} raw rows ({g.events} events, {sum(g.defects.values())} bad rows, "
               f"{g.duplicates} duplicates) for {first} .. {t.date()} under {lk.raw_dir}")
     out.print("running ingest → meter → bill → alerts (Prefect, ephemeral server) ...")
-    run_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=False)
+    run_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=False, allow_future=allow_future)
     files = lk.read("ingest_files")
     out.print(f"ingested {files['rows_read'].sum()} rows: {files['accepted'].sum()} accepted, "
               f"{files['duplicates'].sum()} duplicates, {files['quarantined'].sum()} quarantined")

@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from catalog import Lake
-from flows.common import parse_instant
+from flows.common import as_of_instant
 
 STAGES = ("ingest", "meter", "bill", "alerts")
 
@@ -38,8 +38,9 @@ def publish_report_task(lake: str, as_of: str, ingest: dict | None, meter: dict 
 @flow(name="run")
 def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = True,
              max_event_age_days: int | None = None, executor: str = "local", workers: int | None = None,
-             dask_address: str | None = None) -> dict:
+             dask_address: str | None = None, allow_future: bool = False) -> dict:
     """The whole pipeline for one instant. A failing stage fails the run (nothing after it runs).
+    An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`.
 
     Returns {"lake", "as_of", "ingest", "meter", "bill", "alerts", "invoices", "timings"}: each
     stage's summary, the invoices by status and currency, and seconds per stage.
@@ -53,13 +54,14 @@ def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = 
     log = get_run_logger()
     lk = Lake(lake)
     root = str(lk.root)
-    t = parse_instant(as_of).isoformat()
+    t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
     ex = {"executor": executor, "workers": workers, "dask_address": dask_address}
     steps = {
-        "ingest": lambda: ingest_flow(lake=root, as_of=t, max_event_age_days=max_event_age_days),
-        "meter": lambda: meter_flow(lake=root, as_of=t, **ex),
-        "bill": lambda: bill_flow(lake=root, as_of=t, **ex),
-        "alerts": lambda: alerts_flow(lake=root, as_of=t, deliver=deliver, **ex),
+        "ingest": lambda: ingest_flow(lake=root, as_of=t, max_event_age_days=max_event_age_days,
+                                      allow_future=allow_future),
+        "meter": lambda: meter_flow(lake=root, as_of=t, allow_future=allow_future, **ex),
+        "bill": lambda: bill_flow(lake=root, as_of=t, allow_future=allow_future, **ex),
+        "alerts": lambda: alerts_flow(lake=root, as_of=t, deliver=deliver, allow_future=allow_future, **ex),
     }
     out: dict = {"lake": root, "as_of": t}
     timings: dict[str, float] = {}
