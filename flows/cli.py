@@ -445,28 +445,13 @@ def usage(
 
 
 @app.command()
-def sql(query: str = typer.Argument(..., help="SQL over the warehouse views."), lake: Optional[str] = LAKE,
-        fmt: str = typer.Option("table", "--format", help="table, csv or json.")):
-    """Run a query over the warehouse views."""
-    import duckdb
+def sql(query: str = typer.Argument(..., help="One read-only query (SELECT, WITH, ...) over the warehouse views."),
+        lake: Optional[str] = LAKE,
+        fmt: str = typer.Option("table", "--format", help="table, csv or json (exact decimals; nested values as JSON).")):
+    """Run a read-only query over the warehouse views (a statement that would write is refused)."""
+    from flows.sql import run_sql
 
-    from catalog import connect
-
-    lk = open_lake(lake)
-    con = connect(lk)
-    try:
-        df = con.sql(query).pl()
-    except duckdb.Error as e:
-        raise UsageError(f"sql: {' '.join(str(e).split())}") from None
-    if fmt == "csv":
-        sys.stdout.write(df.write_csv())
-    elif fmt == "json":
-        sys.stdout.write(json.dumps(df.to_dicts(), default=str) + "\n")
-    else:
-        import polars as pl
-
-        with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=200):
-            out.print(str(df))
+    run_sql(open_lake(lake), query, fmt, out)
 
 
 @app.command()
