@@ -1,34 +1,12 @@
 """`meterbill sql` (SPEC §8): a read-only query over the warehouse views; its csv and json output."""
 
-import datetime as dt
 import json
 from decimal import Decimal
 
 import pytest
 
-from catalog import Lake, load_catalog
-from tests.e2e.conftest import write_lake
+from tests.e2e.conftest import tree, write_lake
 from tests.e2e.test_cli_errors import one_line
-
-AS_OF = dt.datetime(2026, 2, 3, tzinfo=dt.timezone.utc)  # January final, February draft
-
-
-@pytest.fixture(scope="module")
-def billed_lake(tmp_path_factory):
-    """The small lake ingested and billed (no Prefect): 4 invoices, c2's usage lines with 2 and 1 tiers."""
-    from flows.bill import run_bill
-    from flows.ingest import run_ingest
-
-    lk = Lake(write_lake(tmp_path_factory.mktemp("sql") / "lake"))
-    cat = load_catalog(lk.catalog_dir)
-    run_ingest(lk, cat, AS_OF)
-    run_bill(lk, cat, AS_OF)
-    return lk.root
-
-
-def tree(root):
-    """Every path under the lake with its size and modification time."""
-    return sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
 def invoice_count(cli, lake) -> int:
