@@ -479,13 +479,15 @@ def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_fu
 
 
 @app.command()
-def report(lake: Optional[str] = LAKE, invoice: Optional[str] = typer.Option(None, "--invoice"),
-           period: Optional[str] = typer.Option(None, "--period", help="A local period start date (2026-10-01) or a month (2026-10): its invoices and a summary page.")):
+def report(lake: Optional[str] = LAKE,
+           invoice: Optional[str] = typer.Option(None, "--invoice", help="One invoice's page (an invoice_id)."),
+           period: Optional[str] = typer.Option(None, "--period", help="A local period start date (2026-10-01) or a month (2026-10): its invoices and a summary page."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="The folder for the pages (default: <lake>/reports/); nothing else is written.")):
     """Self-contained HTML invoices and a period summary."""
     from flows.report import report_command
 
     lk = open_lake(lake)
-    paths = report_command(lk, invoice, period)
+    paths = report_command(lk, invoice, period, out_dir)
     for p in paths:
         out.print(str(p))
 
