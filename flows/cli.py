@@ -47,8 +47,29 @@ AS_OF = typer.Option(None, "--as-of", help="The run's instant, ISO-8601 or a dat
 ALLOW_FUTURE = typer.Option(False, "--allow-future",
                             help="Accept an --as-of in the future (its final invoices cannot be taken back).")
 EXECUTOR = typer.Option("local", "--executor", help="local or dask.")
-WORKERS = typer.Option(None, "--workers", help="With --executor dask: start a temporary local cluster of N workers.")
+WORKERS = typer.Option(None, "--workers", min=1, help="With --executor dask: start a temporary local cluster of N workers.")
 DASK_ADDRESS = typer.Option(None, "--dask-address", help="With --executor dask: use an existing cluster.")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meterbill")
+    except PackageNotFoundError:  # pragma: no cover  (run from a source tree without installing)
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"meterbill {_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print meterbill's version and exit.")):
+    """meterbill: usage metering and billing as a batch analytics job."""
 
 
 def _executor(executor: str, workers: Optional[int], address: Optional[str]) -> dict:
@@ -262,8 +283,8 @@ def generate(
     lake: Optional[str] = LAKE,
     start: str = typer.Option(None, "--start", help="First day (default: 40 days before today)."),
     days: int = typer.Option(40, "--days", min=1, help="Number of days."),
-    events_per_day: int = typer.Option(2000, "--events-per-day", min=1),
-    seed: int = typer.Option(42, "--seed"),
+    events_per_day: int = typer.Option(2000, "--events-per-day", min=1, help="Events per day."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (the same seed writes the same events)."),
     messy: bool = typer.Option(False, "--messy", help="Add known numbers of bad rows and duplicates."),
     customers: int = typer.Option(None, "--customers", min=1, help="Use only the first N customers."),
 ):
@@ -282,7 +303,9 @@ def generate(
 @app.command()
 @_local_flows
 def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
-           max_event_age_days: Optional[int] = typer.Option(None, "--max-event-age-days", min=1)):
+           max_event_age_days: Optional[int] = typer.Option(
+               None, "--max-event-age-days", min=1,
+               help="Quarantine events older than this many days before --as-of (default: the catalogue's settings).")):
     """Raw files -> events, quarantine, ingest_files."""
 
     lk = open_lake(lake)
@@ -415,13 +438,13 @@ def backfill(
 
 @app.command()
 def usage(
-    meter: str = typer.Option(..., "--meter"),
+    meter: str = typer.Option(..., "--meter", help="The meter's meter_api_name."),
     window: str = typer.Option("day", "--window", help="hour, day, week or month."),
-    from_: str = typer.Option(..., "--from"),
-    to: str = typer.Option(..., "--to"),
+    from_: str = typer.Option(..., "--from", help="Start of the range: a date (local midnight) or an ISO-8601 instant."),
+    to: str = typer.Option(..., "--to", help="End of the range (exclusive): a date or an ISO-8601 instant."),
     group_by: str = typer.Option("", "--group-by", help="customer_id and/or dimension keys, comma-separated."),
     filter_: list[str] = typer.Option([], "--filter", help="key=v1,v2 (repeatable)."),
-    top: Optional[int] = typer.Option(None, "--top", min=1),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="Only the N groups with the largest totals (with --group-by)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     lake: Optional[str] = LAKE,
 ):
@@ -456,7 +479,7 @@ def sql(query: str = typer.Argument(..., help="One read-only query (SELECT, WITH
 
 @app.command()
 def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
-              customer: Optional[str] = typer.Option(None, "--customer")):
+              customer: Optional[str] = typer.Option(None, "--customer", help="Only this customer_id.")):
     """Per customer and period: events, usage, billed and adjusted quantities."""
     import polars as pl
 
@@ -518,9 +541,9 @@ def serve(lake: Optional[str] = LAKE,
 @_local_flows
 def demo(
     lake: Optional[str] = LAKE,
-    days: int = typer.Option(45, "--days", min=1),
-    events_per_day: int = typer.Option(3000, "--events-per-day", min=1),
-    seed: int = typer.Option(42, "--seed"),
+    days: int = typer.Option(45, "--days", min=1, help="Days of events, ending at --as-of."),
+    events_per_day: int = typer.Option(3000, "--events-per-day", min=1, help="Events per day."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (the same seed writes the same events)."),
     as_of: Optional[str] = AS_OF,
     allow_future: bool = ALLOW_FUTURE,
 ):
