@@ -248,7 +248,8 @@ def print_run_summary(title: str, rep: dict) -> None:
     for stage, text, t in rows:
         out.print(f"[bold]{stage:<7}[/bold] {escape(text)}" + (f"  [dim]{t}[/dim]" if t else ""), soft_wrap=True)
     key = "backfill-report" if "billing_steps" in rep else "run-report"
-    out.print(f"[dim]report: the Prefect artifact {key!r} (`prefect artifact inspect {key}`)[/dim]", soft_wrap=True)
+    where = f"{escape(rep['report'])} (also the Prefect artifact {key!r})" if rep.get("report") else f"the Prefect artifact {key!r}"
+    out.print(f"[dim]report: {where}[/dim]", soft_wrap=True)
 
 
 # ------------------------------------------------------------------ verbs

@@ -42,11 +42,12 @@ def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = 
     """The whole pipeline for one instant. A failing stage fails the run (nothing after it runs).
     An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`.
 
-    Returns {"lake", "as_of", "ingest", "meter", "bill", "alerts", "invoices", "timings"}: each
-    stage's summary, the invoices by status and currency, and seconds per stage.
+    Returns {"lake", "as_of", "ingest", "meter", "bill", "alerts", "invoices", "timings", "report"}:
+    each stage's summary, the invoices by status and currency, seconds per stage, and the run
+    report's file (<lake>/reports/run-report.md, also the artifact `run-report`).
     """
     from flows.alerts import alerts_flow
-    from flows.artifacts import failure_artifact, invoice_totals
+    from flows.artifacts import failure_artifact, invoice_totals, report_file
     from flows.bill import bill_flow
     from flows.ingest import ingest_flow
     from flows.meter import meter_flow
@@ -72,12 +73,13 @@ def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = 
             res = steps[stage]()
         except BaseException as e:
             log.error("%s failed: %s: %s", stage, type(e).__name__, " ".join(str(e).split())[:500])
-            failure_artifact("run-report", "meterbill run", stage, e)
+            failure_artifact("run-report", "meterbill run", stage, e, lk=lk)
             raise
         timings[stage] = round(time.monotonic() - started, 3)
         out[stage] = res if isinstance(res, dict) else getattr(res, "to_dict", lambda: {})()
     publish_report_task(root, t, out["ingest"], out["meter"], out["bill"], out["alerts"], timings)
     out["invoices"] = invoice_totals(lk)
     out["timings"] = timings
+    out["report"] = str(report_file(lk, "run-report"))
     log.info("run as of %s done in %.1f s", t, sum(timings.values()))
     return out
