@@ -65,8 +65,9 @@ def lock_down(con: duckdb.DuckDBPyConnection, lk: Lake) -> None:
     """No file outside the warehouse, no extension, no change of configuration from here on."""
     con.execute("SET TimeZone = 'UTC'")
     wh = lk.warehouse_dir
-    if wh.is_dir():
-        con.execute(f"SET allowed_directories = [{sql_str(str(wh.resolve()) + os.sep)}]")
+    if wh.is_dir():  # as the views name it and as it resolves (through symbolic links)
+        dirs = sorted({os.path.abspath(wh) + os.sep, str(wh.resolve()) + os.sep})
+        con.execute(f"SET allowed_directories = [{', '.join(sql_str(d) for d in dirs)}]")
     for setting in ("autoinstall_known_extensions = false", "autoload_known_extensions = false",
                     "enable_external_access = false", "lock_configuration = true"):
         con.execute(f"SET {setting}")
@@ -98,7 +99,10 @@ def run_sql(lk: Lake, query: str, fmt: str, out=None) -> None:
 
                 df = con.sql(text).pl()
                 with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=200):
-                    (out.print if out is not None else print)(str(df))
+                    if out is not None:
+                        out.print(str(df), markup=False)
+                    else:
+                        print(df)
             else:
                 (_write_csv if fmt == "csv" else _write_json)(con.execute(text), sys.stdout)
         except duckdb.PermissionException as e:
