@@ -613,10 +613,18 @@ def duck(lake: Lake | None = None, memory_limit: str | None = None, threads: int
     return con
 
 
-def connect(lake: str | os.PathLike | Lake | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with every warehouse table as a view of the same name."""
+def connect(lake: str | os.PathLike | Lake | None = None,
+            temp_directory: str | os.PathLike | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with every warehouse table as a view of the same name.
+
+    DuckDB spills to `<lake>/warehouse/.tmp/`, or to `temp_directory` (then the connection
+    creates nothing in the lake)."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
-    con = duck(lake)
+    if temp_directory is None:
+        con = duck(lake)
+    else:
+        con = duck()
+        con.execute(f"SET temp_directory = {sql_str(temp_directory)}")
     for table in SCHEMAS:
         if lake.exists(table):
             hive = "true" if table in PARTITIONS else "false"

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
 from catalog.schemas import conform
-from flows.common import parse_instant
+from flows.common import as_of_instant, parse_instant
 from transforms.alert_values import alert_values
 from transforms.alerts import evaluate
 from transforms.metering import apply_cancellations
@@ -91,10 +91,12 @@ def alerts_task(lake: str, as_of: str, deliver: bool) -> dict:
 
 @flow(name="alerts")
 def alerts_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = True, executor: str = "local",
-                workers: int | None = None, dask_address: str | None = None) -> dict:
-    """Fire each alert at most once per (alert, customer, window); deliver to every channel once."""
+                workers: int | None = None, dask_address: str | None = None, allow_future: bool = False) -> dict:
+    """Fire each alert at most once per (alert, customer, window); deliver to every channel once.
+    An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
+    t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
     if executor == "dask":  # values per customer shard on a Dask cluster, evaluated here (flows/executors.py)
         from flows.executors import alerts_sharded
 
-        return alerts_sharded(str(Lake(lake).root), parse_instant(as_of).isoformat(), deliver, workers, dask_address)
-    return alerts_task(str(Lake(lake).root), parse_instant(as_of).isoformat(), deliver)
+        return alerts_sharded(str(Lake(lake).root), t, deliver, workers, dask_address)
+    return alerts_task(str(Lake(lake).root), t, deliver)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 
@@ -208,27 +209,50 @@ def run_report_markdown(lk: Lake, as_of: str, ingest: dict | None = None, meter:
     return "\n".join(md)
 
 
+def report_file(lk: Lake, key: str) -> Path:
+    """Where the report `key` (run-report, backfill-report) is written as a file: <lake>/reports/<key>.md."""
+    return lk.reports_dir / f"{key}.md"
+
+
+def _write_report_file(lk: Lake, key: str, text: str) -> Path:
+    path = report_file(lk, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def run_report_artifact(lk: Lake, as_of: str, ingest: dict | None = None, bill: dict | None = None,
                         alerts: dict | None = None, *, meter: dict | None = None, key: str = "run-report",
                         title: str | None = None, fired_from: str | None = None, timings: dict | None = None) -> str:
-    """Publish the run report as the markdown artifact `key`; returns its text."""
+    """Publish the run report as the markdown artifact `key` and the file `report_file(lk, key)`
+    (written then renamed); returns its text."""
     from prefect.artifacts import create_markdown_artifact
 
     text = run_report_markdown(lk, as_of, ingest, meter, bill, alerts, title=title, fired_from=fired_from,
                                timings=timings)
+    _write_report_file(lk, key, text)
     create_markdown_artifact(key=key, markdown=text, description=f"{title or 'meterbill run'} as of {as_of}")
     return text
 
 
-def failure_artifact(key: str, title: str, stage: str, error: BaseException) -> None:
-    """A short report of a failed run: which stage, what error (best effort: never raises)."""
+def failure_artifact(key: str, title: str, stage: str, error: BaseException, lk: Lake | None = None) -> None:
+    """A short report of a failed run: which stage, what error, as the artifact `key` and, with
+    `lk`, the file `report_file(lk, key)` (best effort: never raises)."""
+    msg = " ".join(str(error).split())[:500]
+    text = "\n".join([
+        f"# {title}: failed", "", f"Stage **{stage}** raised `{type(error).__name__}`: {_md(msg)}", "",
+        "Stages after it did not run; what earlier stages wrote stays (every stage is idempotent, "
+        "re-run when the cause is fixed)."])
+    if lk is not None:
+        try:
+            _write_report_file(lk, key, text)
+        except Exception:  # noqa: BLE001  (the run's own error is what matters)
+            pass
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        msg = " ".join(str(error).split())[:500]
-        create_markdown_artifact(key=key, description=f"{title}: failed at {stage}", markdown="\n".join([
-            f"# {title}: failed", "", f"Stage **{stage}** raised `{type(error).__name__}`: {_md(msg)}", "",
-            "Stages after it did not run; what earlier stages wrote stays (every stage is idempotent, "
-            "re-run when the cause is fixed)."]))
+        create_markdown_artifact(key=key, description=f"{title}: failed at {stage}", markdown=text)
     except Exception:  # noqa: BLE001  (the run's own error is what matters)
         pass

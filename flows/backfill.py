@@ -142,7 +142,7 @@ def segment_task(lake: str, steps: list[tuple[str, str]], deliver: bool, label: 
 def backfill_flow(start: str, end: str, lake: str | None = None, deliver: bool = False,
                   executor: str = "local", workers: int | None = None, dask_address: str | None = None) -> dict:
     """Re-run the pipeline over [start, end] (dates or ISO-8601 instants), idempotently, in period order."""
-    from flows.artifacts import failure_artifact, invoice_totals, invoices_artifact, run_report_artifact
+    from flows.artifacts import failure_artifact, invoice_totals, invoices_artifact, report_file, run_report_artifact
     from flows.common import open_catalog, open_lake
     from flows.ingest import ingest_flow
     from flows.meter import meter_flow
@@ -198,7 +198,7 @@ def backfill_flow(start: str, end: str, lake: str | None = None, deliver: bool =
         timings["replay"] = round(time.monotonic() - t0, 3)
     except BaseException as err:
         log.error("backfill failed at %s: %s: %s", stage, type(err).__name__, " ".join(str(err).split())[:500])
-        failure_artifact("backfill-report", title, stage, err)
+        failure_artifact("backfill-report", title, stage, err, lk=lk)
         raise
     firings_total = lk.read("alerts_fired").height
     alerts = {"fired": fired, "firings_total": firings_total}
@@ -209,4 +209,4 @@ def backfill_flow(start: str, end: str, lake: str | None = None, deliver: bool =
     log.info("backfill done: %d billing steps, %d alert steps, %d new firings", len(bills), alert_steps, fired)
     return {"lake": root, "start": s.isoformat(), "end": e.isoformat(), "ingest": ing, "meter": met,
             "billing_steps": len(bills), "alert_steps": alert_steps, "bill": bill, "alerts": alerts,
-            "invoices": invoice_totals(lk), "timings": timings}
+            "invoices": invoice_totals(lk), "timings": timings, "report": str(report_file(lk, "backfill-report"))}

@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from catalog import Catalog, Lake, load_catalog
 from catalog.lake import duck, sql_str
 from catalog.schemas import SCHEMAS, empty
-from flows.common import parse_instant, register_customers, register_meter_types
+from flows.common import as_of_instant, parse_instant, register_customers, register_meter_types
 from transforms import bill_inputs, billing
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
@@ -281,10 +281,11 @@ def bill_task(lake: str, as_of: str) -> dict:
 
 @flow(name="bill")
 def bill_flow(lake: str | None = None, as_of: str | None = None, executor: str = "local",
-              workers: int | None = None, dask_address: str | None = None) -> dict:
-    """Price every started period into invoices (drafts for open periods, finals after grace)."""
+              workers: int | None = None, dask_address: str | None = None, allow_future: bool = False) -> dict:
+    """Price every started period into invoices (drafts for open periods, finals after grace).
+    An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
     lk = Lake(lake)
-    t = parse_instant(as_of)
+    t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True")
     if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
         from flows.executors import bill_sharded
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import logging
 import os
 import sys
@@ -33,7 +32,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from catalog import CatalogError
-from flows.common import UsageError, open_catalog, open_lake, parse_instant
+from flows.common import UsageError, as_of_instant, open_catalog, open_lake, parse_instant
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="meterbill: usage metering and billing as a batch analytics job.")
@@ -42,10 +41,34 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 LAKE = typer.Option(None, "--lake", help="The lake folder (default: $METERBILL_LAKE or data/).")
-AS_OF = typer.Option(None, "--as-of", help="The run's instant, ISO-8601 or a date (default: now).")
+AS_OF = typer.Option(None, "--as-of", help="The run's instant, ISO-8601 or a date (default: now); "
+                     "more than 5 minutes after the clock needs --allow-future.")
+ALLOW_FUTURE = typer.Option(False, "--allow-future",
+                            help="Accept an --as-of in the future (its final invoices cannot be taken back).")
 EXECUTOR = typer.Option("local", "--executor", help="local or dask.")
-WORKERS = typer.Option(None, "--workers", help="With --executor dask: start a temporary local cluster of N workers.")
+WORKERS = typer.Option(None, "--workers", min=1, help="With --executor dask: start a temporary local cluster of N workers.")
 DASK_ADDRESS = typer.Option(None, "--dask-address", help="With --executor dask: use an existing cluster.")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meterbill")
+    except PackageNotFoundError:  # pragma: no cover  (run from a source tree without installing)
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"meterbill {_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print meterbill's version and exit.")):
+    """meterbill: usage metering and billing as a batch analytics job."""
 
 
 def _executor(executor: str, workers: Optional[int], address: Optional[str]) -> dict:
@@ -224,7 +247,8 @@ def print_run_summary(title: str, rep: dict) -> None:
     for stage, text, t in rows:
         out.print(f"[bold]{stage:<7}[/bold] {escape(text)}" + (f"  [dim]{t}[/dim]" if t else ""), soft_wrap=True)
     key = "backfill-report" if "billing_steps" in rep else "run-report"
-    out.print(f"[dim]report: the Prefect artifact {key!r} (`prefect artifact inspect {key}`)[/dim]", soft_wrap=True)
+    where = f"{escape(rep['report'])} (also the Prefect artifact {key!r})" if rep.get("report") else f"the Prefect artifact {key!r}"
+    out.print(f"[dim]report: {where}[/dim]", soft_wrap=True)
 
 
 # ------------------------------------------------------------------ verbs
@@ -259,8 +283,8 @@ def generate(
     lake: Optional[str] = LAKE,
     start: str = typer.Option(None, "--start", help="First day (default: 40 days before today)."),
     days: int = typer.Option(40, "--days", min=1, help="Number of days."),
-    events_per_day: int = typer.Option(2000, "--events-per-day", min=1),
-    seed: int = typer.Option(42, "--seed"),
+    events_per_day: int = typer.Option(2000, "--events-per-day", min=1, help="Events per day."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (the same seed writes the same events)."),
     messy: bool = typer.Option(False, "--messy", help="Add known numbers of bad rows and duplicates."),
     customers: int = typer.Option(None, "--customers", min=1, help="Use only the first N customers."),
 ):
@@ -278,15 +302,18 @@ def generate(
 
 @app.command()
 @_local_flows
-def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
-           max_event_age_days: Optional[int] = typer.Option(None, "--max-event-age-days", min=1)):
+def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
+           max_event_age_days: Optional[int] = typer.Option(
+               None, "--max-event-age-days", min=1,
+               help="Quarantine events older than this many days before --as-of (default: the catalogue's settings).")):
     """Raw files -> events, quarantine, ingest_files."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from flows.ingest import ingest_flow
-    rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days)
+    rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days,
+                      allow_future=allow_future)
     out.print(_summary_line("ingest", rep))
 
 
@@ -298,30 +325,32 @@ def _summary_line(verb: str, rep) -> str:
 
 @app.command()
 @_local_flows
-def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
+def meter(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE, executor: str = EXECUTOR,
           workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Events -> usage_hourly (only the hours that changed)."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from flows.meter import meter_flow
-    rep = meter_flow(lake=str(lk.root), as_of=t.isoformat(), **_executor(executor, workers, dask_address))
+    rep = meter_flow(lake=str(lk.root), as_of=t.isoformat(), allow_future=allow_future,
+                     **_executor(executor, workers, dask_address))
     out.print(_summary_line("meter", rep))
 
 
 @app.command()
 @_local_flows
-def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, executor: str = EXECUTOR,
+def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE, executor: str = EXECUTOR,
          workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """Usage -> line_items, invoices, credit_ledger, unbilled_usage."""
 
     lk = open_lake(lake)
     cat = open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from catalog import Lake
     from flows.bill import bill_flow
-    rep = bill_flow(lake=str(lk.root), as_of=t.isoformat(), **_executor(executor, workers, dask_address))
+    rep = bill_flow(lake=str(lk.root), as_of=t.isoformat(), allow_future=allow_future,
+                    **_executor(executor, workers, dask_address))
     out.print(_summary_line("bill", rep))
     print_invoices(_latest_invoices(Lake(lk.root)), cat=cat)
 
@@ -338,34 +367,34 @@ def _latest_invoices(lk):
 
 @app.command()
 @_local_flows
-def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+def alerts(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
            no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record firings."),
            executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """-> alerts_fired, deliveries."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     from flows.alerts import alerts_flow
-    rep = alerts_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver,
+    rep = alerts_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver, allow_future=allow_future,
                       **_executor(executor, workers, dask_address))
     out.print(_summary_line("alerts", rep))
 
 
 @app.command()
 @_local_flows
-def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
+def run(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
         no_deliver: bool = typer.Option(False, "--no-deliver", help="Only record alert firings."),
         executor: str = EXECUTOR, workers: Optional[int] = WORKERS, dask_address: Optional[str] = DASK_ADDRESS):
     """ingest -> meter -> bill -> alerts."""
 
     lk = open_lake(lake)
     open_catalog(lk)
-    t = parse_instant(as_of)  # a bad --as-of fails before anything is imported or read
+    t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
     ex = _executor(executor, workers, dask_address)
     from flows.run import run_flow
     with _run_logs():
-        rep = run_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver, **ex)
+        rep = run_flow(lake=str(lk.root), as_of=t.isoformat(), deliver=not no_deliver, allow_future=allow_future, **ex)
     print_run_summary(f"run as of {_when(rep['as_of'])}", rep)
 
 
@@ -409,13 +438,13 @@ def backfill(
 
 @app.command()
 def usage(
-    meter: str = typer.Option(..., "--meter"),
+    meter: str = typer.Option(..., "--meter", help="The meter's meter_api_name."),
     window: str = typer.Option("day", "--window", help="hour, day, week or month."),
-    from_: str = typer.Option(..., "--from"),
-    to: str = typer.Option(..., "--to"),
+    from_: str = typer.Option(..., "--from", help="Start of the range: a date (local midnight) or an ISO-8601 instant."),
+    to: str = typer.Option(..., "--to", help="End of the range (exclusive): a date or an ISO-8601 instant."),
     group_by: str = typer.Option("", "--group-by", help="customer_id and/or dimension keys, comma-separated."),
     filter_: list[str] = typer.Option([], "--filter", help="key=v1,v2 (repeatable)."),
-    top: Optional[int] = typer.Option(None, "--top", min=1),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="Only the N groups with the largest totals (with --group-by)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     tz: str = typer.Option("UTC", "--tz", help="IANA time zone of the buckets and of date bounds (default UTC)."),
     lake: Optional[str] = LAKE,
@@ -443,39 +472,25 @@ def usage(
 
 
 @app.command()
-def sql(query: str = typer.Argument(..., help="SQL over the warehouse views."), lake: Optional[str] = LAKE,
-        fmt: str = typer.Option("table", "--format", help="table, csv or json.")):
-    """Run a query over the warehouse views."""
-    import duckdb
+def sql(query: str = typer.Argument(..., help="One read-only query (SELECT, WITH, ...) over the warehouse views."),
+        lake: Optional[str] = LAKE,
+        fmt: str = typer.Option("table", "--format", help="table, csv or json (exact decimals; nested values as JSON).")):
+    """Run a read-only query over the warehouse views (a statement that would write is refused)."""
+    from flows.sql import run_sql
 
-    from catalog import connect
-
-    lk = open_lake(lake)
-    con = connect(lk)
-    try:
-        df = con.sql(query).pl()
-    except duckdb.Error as e:
-        raise UsageError(f"sql: {' '.join(str(e).split())}") from None
-    if fmt == "csv":
-        sys.stdout.write(df.write_csv())
-    elif fmt == "json":
-        sys.stdout.write(json.dumps(df.to_dicts(), default=str) + "\n")
-    else:
-        import polars as pl
-
-        with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=200):
-            out.print(str(df))
+    run_sql(open_lake(lake), query, fmt, out)
 
 
 @app.command()
-def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
-              customer: Optional[str] = typer.Option(None, "--customer")):
+def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
+              customer: Optional[str] = typer.Option(None, "--customer", help="Only this customer_id.")):
     """Per customer and period: events, usage, billed and adjusted quantities."""
     import polars as pl
 
     from catalog import Lake
 
     lk = open_lake(lake)
+    as_of_instant(as_of, allow_future)
     rec = Lake(lk.root).read("reconciliation")
     if customer:
         rec = rec.filter(pl.col("customer_id") == customer)
@@ -491,13 +506,15 @@ def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF,
 
 
 @app.command()
-def report(lake: Optional[str] = LAKE, invoice: Optional[str] = typer.Option(None, "--invoice"),
-           period: Optional[str] = typer.Option(None, "--period", help="A local period start date (2026-10-01) or a month (2026-10): its invoices and a summary page.")):
+def report(lake: Optional[str] = LAKE,
+           invoice: Optional[str] = typer.Option(None, "--invoice", help="One invoice's page (an invoice_id)."),
+           period: Optional[str] = typer.Option(None, "--period", help="A local period start date (2026-10-01) or a month (2026-10): its invoices and a summary page."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="The folder for the pages (default: <lake>/reports/); nothing else is written.")):
     """Self-contained HTML invoices and a period summary."""
     from flows.report import report_command
 
     lk = open_lake(lake)
-    paths = report_command(lk, invoice, period)
+    paths = report_command(lk, invoice, period, out_dir)
     for p in paths:
         out.print(str(p))
 
@@ -528,15 +545,16 @@ def serve(lake: Optional[str] = LAKE,
 @_local_flows
 def demo(
     lake: Optional[str] = LAKE,
-    days: int = typer.Option(45, "--days", min=1),
-    events_per_day: int = typer.Option(3000, "--events-per-day", min=1),
-    seed: int = typer.Option(42, "--seed"),
+    days: int = typer.Option(45, "--days", min=1, help="Days of events, ending at --as-of."),
+    events_per_day: int = typer.Option(3000, "--events-per-day", min=1, help="Events per day."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (the same seed writes the same events)."),
     as_of: Optional[str] = AS_OF,
+    allow_future: bool = ALLOW_FUTURE,
 ):
     """Write a sample catalogue and events into the lake, run the whole pipeline, print invoices and alerts."""
     from flows.demo import run_demo
 
-    run_demo(lake, days, events_per_day, seed, as_of, out, _progress)
+    run_demo(lake, days, events_per_day, seed, as_of, out, _progress, allow_future=allow_future)
 
 
 # ------------------------------------------------------------------ entry point

@@ -34,6 +34,25 @@ def parse_instant(value: str | dt.datetime | dt.date | None, name: str = "--as-o
     return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
 
 
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)  # clock skew allowed between machines
+
+
+def as_of_instant(value: str | dt.datetime | dt.date | None, allow_future: bool = False, name: str = "--as-of",
+                  flag: str = "--allow-future") -> dt.datetime:
+    """A run's instant (parse_instant), refused if more than 5 minutes after the clock unless
+    `allow_future`: a final invoice made as of the future cannot be taken back (SPEC §8)."""
+    t = parse_instant(value, name)
+    now = dt.datetime.now(dt.timezone.utc)
+    if not allow_future and t > now + FUTURE_TOLERANCE:
+        raise UsageError(f"{name}: {_z(t)} is in the future (more than 5 minutes after the clock, {_z(now)}); "
+                         f"a final invoice made as of the future cannot be taken back: give {flag} if that is meant")
+    return t
+
+
+def _z(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def open_lake(lake: str | None, must_exist: bool = True) -> Lake:
     lk = Lake(lake)
     if must_exist and not lk.root.is_dir():

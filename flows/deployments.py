@@ -38,6 +38,8 @@ class PipelineParams(BaseModel):
 
     lake: Optional[str] = Field(None, description=LAKE_HELP)
     as_of: Optional[str] = Field(None, description="The run's instant, ISO-8601 or a date (default: when the run starts).")
+    allow_future: bool = Field(False, description="Accept an as_of more than 5 minutes after the clock "
+                               "(its final invoices cannot be taken back).")
     deliver: bool = Field(True, description="Send alert notifications (else only record firings).")
     max_event_age_days: Optional[int] = Field(None, ge=0, description="Override settings.max_event_age_days for ingest.")
     executor: Literal["local", "dask"] = Field("local", description="Task execution: local or dask.")
@@ -48,12 +50,14 @@ class PipelineParams(BaseModel):
         return {"executor": self.executor, "workers": self.workers, "dask_address": self.dask_address}
 
     def resolved(self) -> tuple[str, str]:
-        """(the lake's root, the instant as ISO-8601), checked: a missing lake or bad catalogue fails here."""
-        from flows.common import open_catalog, open_lake, parse_instant
+        """(the lake's root, the instant as ISO-8601), checked: a missing lake, a bad catalogue or an
+        as_of in the future (without allow_future) fails here."""
+        from flows.common import as_of_instant, open_catalog, open_lake
 
         lk = open_lake(self.lake)
         open_catalog(lk)
-        return str(lk.root), parse_instant(self.as_of).isoformat()
+        t = as_of_instant(self.as_of, self.allow_future, name="as_of", flag="allow_future=True")
+        return str(lk.root), t.isoformat()
 
 
 @flow(name="hourly-ingest-and-meter")

@@ -63,7 +63,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from catalog.config import VALUELESS_TYPES, Catalog
 from catalog.lake import Lake, duck, sql_str
 from catalog.schemas import conform
-from flows.common import UsageError, open_catalog, open_lake, parse_instant
+from flows.common import UsageError, as_of_instant, open_catalog, open_lake
 from transforms.ingest.dedupe import (
     create_seen_sql, events_keys_sql, events_sql, firsts_sql, remember_sql, taken_sql, winners_sql,
 )
@@ -583,11 +583,12 @@ def _check_age(max_event_age_days: int | None) -> int | None:
 
 @flow(name="ingest")
 def ingest_flow(lake: str | None = None, as_of: str | None = None, max_event_age_days: int | None = None,
-                memory_limit: str | None = None) -> dict:
-    """raw files -> events, quarantine, ingest_files; returns the report as a dict."""
+                memory_limit: str | None = None, allow_future: bool = False) -> dict:
+    """raw files -> events, quarantine, ingest_files; returns the report as a dict.
+    An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
     lk = open_lake(lake)
     cat = open_catalog(lk)
-    instant = parse_instant(as_of)
+    instant = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True")
     age = _check_age(max_event_age_days)
     logger = get_run_logger()
     started = time.monotonic()

@@ -37,7 +37,7 @@ from catalog import Catalog, Lake, load_catalog
 from catalog.config import STATEFUL_TYPES
 from catalog.lake import duck, sql_str
 from catalog.schemas import PARTITIONS, conform
-from flows.common import parse_instant, register_customers, register_meter_types
+from flows.common import as_of_instant, parse_instant, register_customers, register_meter_types
 from transforms.fast_hourly import ADDITIVE_TYPES, additive_hourly_sql
 from transforms.metering import apply_cancellations, hourly_usage
 
@@ -242,10 +242,12 @@ def meter_task(lake: str, as_of: str) -> dict:
 
 @flow(name="meter")
 def meter_flow(lake: str | None = None, as_of: str | None = None, executor: str = "local",
-               workers: int | None = None, dask_address: str | None = None) -> dict:
-    """Bring usage_hourly up to date with the events table."""
+               workers: int | None = None, dask_address: str | None = None, allow_future: bool = False) -> dict:
+    """Bring usage_hourly up to date with the events table.
+    An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
+    t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
     if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
         from flows.executors import meter_sharded
 
-        return meter_sharded(str(Lake(lake).root), parse_instant(as_of).isoformat(), workers, dask_address)
-    return meter_task(str(Lake(lake).root), parse_instant(as_of).isoformat())
+        return meter_sharded(str(Lake(lake).root), t, workers, dask_address)
+    return meter_task(str(Lake(lake).root), t)

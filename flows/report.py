@@ -545,11 +545,13 @@ def invoice_page(data: ReportData, invoice_id: str) -> str:
         charts=_invoice_charts(data, r, meters))
 
 
-def render_invoice(lk: Lake, invoice_id: str, data: ReportData | None = None) -> Path:
+def render_invoice(lk: Lake, invoice_id: str, data: ReportData | None = None, out: Path | None = None) -> Path:
+    """The invoice's page in `out` (default <lake>/reports/)."""
     data = data or ReportData.load(lk)
     page = invoice_page(data, invoice_id)
-    lk.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = lk.reports_dir / invoice_filename(invoice_id)
+    out = out or lk.reports_dir
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / invoice_filename(invoice_id)
     _write(path, page)
     return path
 
@@ -597,14 +599,15 @@ def _select_period(data: ReportData, period: str | dt.date) -> tuple[str, str, p
     return day.isoformat(), f"Billing periods starting {_day(day)}", sel
 
 
-def render_period(lk: Lake, period: str | dt.date, data: ReportData | None = None) -> list[Path]:
-    """The summary page of a period (a local start date or a month) and a page per final invoice."""
+def render_period(lk: Lake, period: str | dt.date, data: ReportData | None = None, out: Path | None = None) -> list[Path]:
+    """The summary page of a period (a local start date or a month) and a page per final invoice,
+    in `out` (default <lake>/reports/)."""
     data = data or ReportData.load(lk)
     label, title, inv = _select_period(data, period)
     if inv.height == 0:
         raise UsageError(f"--period: no invoice's billing period starts {'in' if _MONTH.match(label) else 'on'} {label}")
     inv = inv.sort("customer_id", "period_start")
-    paths = [render_invoice(lk, i, data) for i in inv.filter(pl.col("status") == "final")["invoice_id"]]
+    paths = [render_invoice(lk, i, data, out) for i in inv.filter(pl.col("status") == "final")["invoice_id"]]
     rows, by_cur = [], {}
     for r in inv.iter_rows(named=True):
         minor = data.minor(r["currency"])
@@ -634,8 +637,9 @@ def render_period(lk: Lake, period: str | dt.date, data: ReportData | None = Non
         css=CSS, title=title, n=inv.height, n_final=sum(1 for x in rows if x["status"] == "final"),
         n_draft=sum(1 for x in rows if x["status"] != "final"), currency_totals=currency_totals,
         invoices=rows, chart=chart, as_of=f"{as_of:%Y-%m-%d %H:%M} UTC" if as_of else "")
-    lk.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = lk.reports_dir / f"period-{label}.html"
+    out = out or lk.reports_dir
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"period-{label}.html"
     _write(path, page)
     return [path, *paths]
 
@@ -656,13 +660,16 @@ def render_final_reports(lk: Lake) -> list[Path]:
     return paths
 
 
-def report_command(lk: Lake, invoice: str | None, period: str | None) -> list[Path]:
+def report_command(lk: Lake, invoice: str | None, period: str | None, out: Path | None = None) -> list[Path]:
+    """`meterbill report`: pages into `out` (default <lake>/reports/)."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} is a file, not a folder")
     data = ReportData.load(lk)
     if invoice:
-        return [render_invoice(lk, invoice, data)]
+        return [render_invoice(lk, invoice, data, out)]
     if period:
-        return render_period(lk, period, data)
+        return render_period(lk, period, data, out)
     inv = _local_start(data).filter(pl.col("status") == "final")
     if inv.height == 0:
         raise UsageError("report: no final invoice yet (name one with --invoice, or run `meterbill bill`)")
-    return render_period(lk, f"{inv['local_start'].max():%Y-%m}", data)
+    return render_period(lk, f"{inv['local_start'].max():%Y-%m}", data, out)

@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from catalog import Lake
-from flows.common import parse_instant
+from flows.common import as_of_instant
 
 STAGES = ("ingest", "meter", "bill", "alerts")
 
@@ -38,14 +38,16 @@ def publish_report_task(lake: str, as_of: str, ingest: dict | None, meter: dict 
 @flow(name="run")
 def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = True,
              max_event_age_days: int | None = None, executor: str = "local", workers: int | None = None,
-             dask_address: str | None = None) -> dict:
+             dask_address: str | None = None, allow_future: bool = False) -> dict:
     """The whole pipeline for one instant. A failing stage fails the run (nothing after it runs).
+    An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`.
 
-    Returns {"lake", "as_of", "ingest", "meter", "bill", "alerts", "invoices", "timings"}: each
-    stage's summary, the invoices by status and currency, and seconds per stage.
+    Returns {"lake", "as_of", "ingest", "meter", "bill", "alerts", "invoices", "timings", "report"}:
+    each stage's summary, the invoices by status and currency, seconds per stage, and the run
+    report's file (<lake>/reports/run-report.md, also the artifact `run-report`).
     """
     from flows.alerts import alerts_flow
-    from flows.artifacts import failure_artifact, invoice_totals
+    from flows.artifacts import failure_artifact, invoice_totals, report_file
     from flows.bill import bill_flow
     from flows.ingest import ingest_flow
     from flows.meter import meter_flow
@@ -53,13 +55,14 @@ def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = 
     log = get_run_logger()
     lk = Lake(lake)
     root = str(lk.root)
-    t = parse_instant(as_of).isoformat()
+    t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
     ex = {"executor": executor, "workers": workers, "dask_address": dask_address}
     steps = {
-        "ingest": lambda: ingest_flow(lake=root, as_of=t, max_event_age_days=max_event_age_days),
-        "meter": lambda: meter_flow(lake=root, as_of=t, **ex),
-        "bill": lambda: bill_flow(lake=root, as_of=t, **ex),
-        "alerts": lambda: alerts_flow(lake=root, as_of=t, deliver=deliver, **ex),
+        "ingest": lambda: ingest_flow(lake=root, as_of=t, max_event_age_days=max_event_age_days,
+                                      allow_future=allow_future),
+        "meter": lambda: meter_flow(lake=root, as_of=t, allow_future=allow_future, **ex),
+        "bill": lambda: bill_flow(lake=root, as_of=t, allow_future=allow_future, **ex),
+        "alerts": lambda: alerts_flow(lake=root, as_of=t, deliver=deliver, allow_future=allow_future, **ex),
     }
     out: dict = {"lake": root, "as_of": t}
     timings: dict[str, float] = {}
@@ -70,12 +73,13 @@ def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = 
             res = steps[stage]()
         except BaseException as e:
             log.error("%s failed: %s: %s", stage, type(e).__name__, " ".join(str(e).split())[:500])
-            failure_artifact("run-report", "meterbill run", stage, e)
+            failure_artifact("run-report", "meterbill run", stage, e, lk=lk)
             raise
         timings[stage] = round(time.monotonic() - started, 3)
         out[stage] = res if isinstance(res, dict) else getattr(res, "to_dict", lambda: {})()
     publish_report_task(root, t, out["ingest"], out["meter"], out["bill"], out["alerts"], timings)
     out["invoices"] = invoice_totals(lk)
     out["timings"] = timings
+    out["report"] = str(report_file(lk, "run-report"))
     log.info("run as of %s done in %.1f s", t, sum(timings.values()))
     return out

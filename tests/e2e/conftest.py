@@ -96,3 +96,26 @@ def cli(capsys):
         return code, o.out, o.err
 
     return run
+
+
+@pytest.fixture(scope="module")
+def billed_lake(tmp_path_factory):
+    """The small lake ingested and billed as of 2026-02-03, without Prefect: 4 invoices (January
+    final: c1 13.50, c2 6.40; February draft: c1 10.00, c2 5.00)."""
+    import datetime as dt
+
+    from catalog import Lake, load_catalog
+    from flows.bill import run_bill
+    from flows.ingest import run_ingest
+
+    as_of = dt.datetime(2026, 2, 3, tzinfo=dt.timezone.utc)
+    lk = Lake(write_lake(tmp_path_factory.mktemp("billed") / "lake"))
+    cat = load_catalog(lk.catalog_dir)
+    run_ingest(lk, cat, as_of)
+    run_bill(lk, cat, as_of)
+    return lk.root
+
+
+def tree(root):
+    """Every path under `root` with its size and modification time (to show nothing was written)."""
+    return sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
