@@ -133,19 +133,49 @@ def test_a_file_where_a_table_folder_must_go_changes_nothing_and_names_the_folde
     assert leftovers(lake) == []
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_table_folder_changes_nothing_and_names_the_folder(lake):
-    li = lake / "warehouse" / "line_items"
-    li.chmod(0o555)
+READ_ONLY = textwrap.dedent("""
+    import os, sys
+    import polars as pl
+    from catalog import Lake
+    from catalog.schemas import conform
+    if os.geteuid() == 0:   # root writes into read-only folders: drop to nobody (imports are done)
+        os.setgid(65534)
+        os.setuid(65534)
+    tables = ("invoices", "line_items", "credit_ledger", "unbilled_usage", "reconciliation")
     try:
-        with pytest.raises(Exception) as e:
-            Lake(lake).write_tables(version("B"))
-        assert str(e.value) == ("cannot write warehouse/line_items: permission denied; fix the folder's "
-                                "permissions and run `meterbill bill` again; nothing was changed")
-        assert seen(Lake(lake)) == all_of("A")
-        assert leftovers(lake) == []
-    finally:
+        Lake(sys.argv[1]).write_tables({t: conform(t, pl.DataFrame({"customer_id": ["B", "B"]})) for t in tables})
+    except Exception as e:
+        print(e)
+        sys.exit(1)
+""")
+
+
+def test_a_read_only_table_folder_changes_nothing_and_names_the_folder():
+    """A real read-only folder (chmod); as root the write runs in a process that drops to nobody."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="meterbill-ro-"))   # outside pytest's private (0700) folder
+    try:
+        base.chmod(0o755)
+        root = base / "lake"
+        (root / "warehouse").mkdir(parents=True)
+        Lake(root).write_tables(version("A"))
+        if os.geteuid() == 0:
+            for p in [base, *base.rglob("*")]:
+                os.chown(p, 65534, 65534)
+        li = root / "warehouse" / "line_items"
+        li.chmod(0o555)
+        p = subprocess.run([sys.executable, "-c", READ_ONLY, str(root)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                           capture_output=True, text=True, timeout=120)
         li.chmod(0o755)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert p.stdout.strip() == ("cannot write warehouse/line_items: permission denied; fix the folder's "
+                                    "permissions and run `meterbill bill` again; nothing was changed")
+        assert seen(Lake(root)) == all_of("A")
+        assert leftovers(root) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_failure_while_staging_leaves_no_staging_folder(lake, monkeypatch):
