@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
-from catalog.lake import duck, sql_str
+from catalog.lake import WarehouseError, duck, sql_str
 from catalog.schemas import SCHEMAS, empty
 from flows.common import parse_instant, register_customers, register_meter_types
 from transforms import bill_inputs, billing
@@ -273,7 +273,17 @@ def run_bill(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
     return summary
 
 
-@task(name="price-and-write-invoices", retries=1, retry_delay_seconds=2)
+def not_a_warehouse_error(task, task_run, state) -> bool:
+    """Retry a failed task unless a warehouse folder or file is at fault (it would fail again;
+    the error says what to do)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001
+        return True
+    return not isinstance(exc, WarehouseError)
+
+
+@task(name="price-and-write-invoices", retries=1, retry_delay_seconds=2, retry_condition_fn=not_a_warehouse_error)
 def bill_task(lake: str, as_of: str) -> dict:
     lk = Lake(lake)
     return run_bill(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), log=get_run_logger().info)
