@@ -6,6 +6,7 @@ are moved into place with renames, so a crash mid-run leaves the previous output
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from catalog.schemas import PARTITIONS, SCHEMAS, empty
 
@@ -64,6 +66,55 @@ def sql_str(s: str | os.PathLike) -> str:
 
 def sql_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+# What to do about a damaged file of each table (SPEC §8: the error says it).
+_BACKUP = "restore it from a backup"
+_DAMAGE_HINTS = {
+    "events": f"{_BACKUP} (events are the record of accepted raw events: nothing rebuilds them)",
+    "quarantine": f"{_BACKUP} (it is the record of rejected raw records)",
+    "ingest_files": f"{_BACKUP} (without it, ingest would take its raw files for new ones)",
+    "usage_hourly": "delete it and warehouse/_state/meter.json, then run `meterbill meter` (it rebuilds "
+                    "usage_hourly from the events)",
+    "invoices": f"{_BACKUP} (bill reads final invoices back and never recomputes them)",
+    "line_items": f"{_BACKUP} (bill reads final invoices back and never recomputes them)",
+    "credit_ledger": f"{_BACKUP} (bill reads final invoices back and never recomputes them)",
+    "unbilled_usage": "delete it and run `meterbill bill` (every bill makes it again)",
+    "reconciliation": "delete it and run `meterbill bill` (every bill makes it again)",
+    "alerts_fired": f"{_BACKUP} (without it, alerts that fired would fire again)",
+    "deliveries": f"{_BACKUP} (it is the record of notifications sent)",
+}
+_STATE_HINT = "delete it (a cache: the next run makes it again)"
+_PARQUET_MAGIC = b"PAR1"
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, pl.exceptions.PolarsError, duckdb.Error)
+
+
+def parquet_damage(path: Path, deep: bool = False) -> str | None:
+    """What is wrong with a Parquet file (None when nothing is): empty, not Parquet or cut short
+    (checked from its first and last bytes), an unreadable footer, or (`deep`) unreadable data."""
+    import pyarrow.parquet as pq
+
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty"
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+        return "not a Parquet file, or cut short"
+    try:
+        meta = pq.read_metadata(path)
+        if deep:
+            pf = pq.ParquetFile(path)
+            for i in range(meta.num_row_groups):
+                pf.read_row_group(i)
+    except Exception as e:  # noqa: BLE001  (pyarrow raises several kinds)
+        return f"unreadable {'data' if deep else 'footer'}: {' '.join(str(e).split())[:120]}"
+    return None
 
 
 class Lake:
@@ -148,6 +199,7 @@ class Lake:
     def scan(self, table: str) -> pl.LazyFrame:
         if not self.exists(table):
             return empty(table).lazy()
+        self._refuse_cut_files(table)
         # extra_columns: events files of earlier versions also hold a `dedup_key` column
         lf = pl.scan_parquet(self.table_glob(table), hive_partitioning=table in PARTITIONS,
                              schema=SCHEMAS[table] if table not in PARTITIONS else None, extra_columns="ignore")
@@ -156,7 +208,69 @@ class Lake:
         return lf.select(list(SCHEMAS[table]))
 
     def read(self, table: str) -> pl.DataFrame:
-        return self.scan(table).collect()
+        with self.naming_damage([table]):
+            return self.scan(table).collect()
+
+    # ------------------------------------------------------------ damaged files
+    def _files(self, table: str):
+        """(path, size) of every Parquet file of a table, from the folder listing alone."""
+        stack = [self.table_dir(table)]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif e.name.endswith(".parquet"):
+                    yield Path(e.path), e.stat().st_size
+
+    def _refuse_cut_files(self, table: str) -> None:
+        """A file too small to be Parquet (an empty one, which Polars' glob would skip without a
+        word) is damaged: say so before anything reads the table."""
+        for p, size in self._files(table):
+            if size < 12:
+                raise self.damaged(p, "empty" if size == 0 else "not a Parquet file, or cut short")
+
+    def damaged(self, path: Path, what: str) -> WarehouseError:
+        """The error for a damaged file: its path relative to the lake, what is wrong, what to do."""
+        rel = self._rel(path)
+        parts = Path(os.path.relpath(path, self.warehouse_dir)).parts
+        hint = _STATE_HINT if parts and parts[0] == "_state" else _DAMAGE_HINTS.get(parts[0] if parts else "", _BACKUP)
+        return WarehouseError(f"{rel} is damaged ({what}); {hint}")
+
+    def damage_error(self, exc: BaseException, tables=None) -> WarehouseError | None:
+        """If a failed read (`exc`) comes from a damaged warehouse file, the error that names it;
+        else None. The files the message names are read whole; then every file of `tables`
+        (default: all) is checked from its first and last bytes and its footer."""
+        if isinstance(exc, WarehouseError) or not isinstance(exc, _READ_ERRORS):
+            return None
+        wh = os.path.abspath(self.warehouse_dir) + os.sep
+        named = [Path(m) for m in re.findall(r"(/[^'\"\s\[\],]+?\.parquet)", str(exc))
+                 if os.path.abspath(m).startswith(wh)]
+        for p in dict.fromkeys(named):
+            what = parquet_damage(p, deep=True)
+            if what:
+                return self.damaged(p, what)
+        for table in (SCHEMAS if tables is None else tables):
+            for p, _ in sorted(self._files(table)):
+                what = parquet_damage(p)
+                if what:
+                    return self.damaged(p, what)
+        return None
+
+    @contextlib.contextmanager
+    def naming_damage(self, tables=None):
+        """`with lake.naming_damage():` a read that fails on a damaged warehouse file raises the
+        WarehouseError that names it (see damage_error); any other failure passes unchanged."""
+        try:
+            yield
+        except _READ_ERRORS as e:
+            err = self.damage_error(e, tables)
+            if err is None:
+                raise
+            raise err from None
 
     # ------------------------------------------------------------ writes
     def _staging(self) -> Path:
@@ -838,16 +952,29 @@ def duck(lake: Lake | None = None, memory_limit: str | None = None, threads: int
 
 
 def connect(lake: str | os.PathLike | Lake | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with every warehouse table as a view of the same name."""
+    """A DuckDB connection with every warehouse table as a view of the same name.
+
+    The view of a table with a damaged file raises, when a query reads it, the error that names
+    the file and what to do; the other views work as usual."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     con = duck(lake)
     for table in SCHEMAS:
         if lake.exists(table):
             hive = "true" if table in PARTITIONS else "false"
-            con.execute(
-                f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM read_parquet("
-                f"{sql_str(lake.table_glob(table))}, hive_partitioning={hive}, union_by_name=true)"
-            )
+            try:
+                lake._refuse_cut_files(table)
+                con.execute(
+                    f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM read_parquet("
+                    f"{sql_str(lake.table_glob(table))}, hive_partitioning={hive}, union_by_name=true)"
+                )
+            except (duckdb.Error, WarehouseError) as e:
+                damage = e if isinstance(e, WarehouseError) else lake.damage_error(e, [table])
+                if damage is None:
+                    raise
+                one = pa.Table.from_pylist([{}], schema=empty(table).to_arrow().schema)
+                con.register(f"__damaged_{table}", one)
+                con.execute(f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM __damaged_{table} "
+                            f"WHERE error({sql_str(str(damage))}) IS NULL")
         else:
             con.register(f"__empty_{table}", empty(table).to_arrow())
             con.execute(f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM __empty_{table}")

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
-from catalog.lake import WarehouseError, duck, sql_str
+from catalog.lake import duck, sql_str
 from catalog.schemas import SCHEMAS, empty
-from flows.common import parse_instant, register_customers, register_meter_types
+from flows.common import not_a_warehouse_error, parse_instant, register_customers, register_meter_types
 from transforms import bill_inputs, billing
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
@@ -264,23 +264,14 @@ def bill_summary(tables: dict[str, pl.DataFrame]) -> dict:
 
 
 def run_bill(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
-    ensure_metered(lk, cat, as_of, log=log)
-    tables = bill_tables(lk, cat, as_of)
+    with lk.naming_damage():
+        ensure_metered(lk, cat, as_of, log=log)
+        tables = bill_tables(lk, cat, as_of)
     lk.write_tables(tables)
     summary = bill_summary(tables)
     if log:
         log(f"bill: {summary}")
     return summary
-
-
-def not_a_warehouse_error(task, task_run, state) -> bool:
-    """Retry a failed task unless a warehouse folder or file is at fault (it would fail again;
-    the error says what to do)."""
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001
-        return True
-    return not isinstance(exc, WarehouseError)
 
 
 @task(name="price-and-write-invoices", retries=1, retry_delay_seconds=2, retry_condition_fn=not_a_warehouse_error)
@@ -295,13 +286,14 @@ def bill_flow(lake: str | None = None, as_of: str | None = None, executor: str =
     """Price every started period into invoices (drafts for open periods, finals after grace)."""
     lk = Lake(lake)
     t = parse_instant(as_of)
-    if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
-        from flows.executors import bill_sharded
+    with lk.naming_damage():
+        if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
+            from flows.executors import bill_sharded
 
-        summary = bill_sharded(str(lk.root), t.isoformat(), workers, dask_address)
-    else:
-        summary = bill_task(str(lk.root), t.isoformat())
-    from flows.artifacts import invoices_artifact
+            summary = bill_sharded(str(lk.root), t.isoformat(), workers, dask_address)
+        else:
+            summary = bill_task(str(lk.root), t.isoformat())
+        from flows.artifacts import invoices_artifact
 
-    invoices_artifact(lk)
+        invoices_artifact(lk)
     return summary

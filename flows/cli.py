@@ -452,6 +452,9 @@ def sql(query: str = typer.Argument(..., help="SQL over the warehouse views."), 
     try:
         df = con.sql(query).pl()
     except duckdb.Error as e:
+        damage = lk.damage_error(e)  # a damaged warehouse file is named, with what to do
+        if damage is not None:
+            raise damage from None
         raise UsageError(f"sql: {' '.join(str(e).split())}") from None
     if fmt == "csv":
         sys.stdout.write(df.write_csv())

@@ -106,12 +106,13 @@ def usage_report(lake: Lake, meter_api_name: str, window: str, start: str, end: 
     first = min(s for s, _ in spans)
     last = max(e for _, e in spans)
 
-    ev = lake.scan("events").filter(pl.col("meter_api_name") == meter_api_name)
-    # a customer missing from the catalogue gets UTC buckets: `first`/`last` cover those too
-    ev = ev.filter(pl.col("event_time") < pl.lit(last, dtype=TS))
-    if meter.type not in STATEFUL_TYPES:
-        ev = ev.filter(pl.col("event_time") >= pl.lit(first, dtype=TS))
-    events = apply_cancellations(ev.collect())
+    with lake.naming_damage(["events"]):
+        ev = lake.scan("events").filter(pl.col("meter_api_name") == meter_api_name)
+        # a customer missing from the catalogue gets UTC buckets: `first`/`last` cover those too
+        ev = ev.filter(pl.col("event_time") < pl.lit(last, dtype=TS))
+        if meter.type not in STATEFUL_TYPES:
+            ev = ev.filter(pl.col("event_time") >= pl.lit(first, dtype=TS))
+        events = apply_cancellations(ev.collect())
 
     df = usage_query(events, meter, window=window, start=lo, end=hi, group_by=group_by,
                      filter=filter or None, top=top, tz=tz, as_of=run_as_of)
