@@ -247,8 +247,8 @@ class Lake:
         if isinstance(exc, WarehouseError) or not isinstance(exc, _READ_ERRORS):
             return None
         wh = os.path.abspath(self.warehouse_dir) + os.sep
-        named = [Path(m) for m in re.findall(r"(/[^'\"\s\[\],]+?\.parquet)", str(exc))
-                 if os.path.abspath(m).startswith(wh)]
+        quoted = re.findall(r"'([^']+?\.parquet)'|\"([^\"]+?\.parquet)\"", str(exc))
+        named = [Path(a or b) for a, b in quoted if os.path.abspath(a or b).startswith(wh)]
         for p in dict.fromkeys(named):
             what = parquet_damage(p, deep=True)
             if what:
