@@ -6,6 +6,8 @@ are moved into place with renames, so a crash mid-run leaves the previous output
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -15,11 +17,33 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from catalog.schemas import PARTITIONS, SCHEMAS, empty
 
 DEFAULT_LAKE = "data"
 _SAFE_TABLE = re.compile(r"^[a-z_]+$")
+
+
+class WarehouseError(Exception):
+    """A warehouse folder or file that cannot be written or read. The message is one line for
+    people: the path relative to the lake, what is wrong with it, and what to do."""
+
+
+def _trouble(e: OSError) -> tuple[str, str]:
+    """(what is wrong, what to do) for an operating-system error on a warehouse path."""
+    n = e.errno
+    if n in (errno.EACCES, errno.EPERM):
+        return "permission denied", "fix the folder's permissions"
+    if n in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return e.strerror or "no space left", "free some space"
+    if n == errno.EROFS:
+        return e.strerror or "read-only file system", "make the file system writable"
+    if n in (errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+        return e.strerror or str(e), "move what is in the way"
+    if n == errno.EIO:
+        return e.strerror or "input/output error", "check the disk"
+    return e.strerror or str(e), "fix the cause"
 
 
 def resolve_lake(lake: str | os.PathLike | None = None) -> Path:
@@ -42,6 +66,55 @@ def sql_str(s: str | os.PathLike) -> str:
 
 def sql_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+# What to do about a damaged file of each table (SPEC §8: the error says it).
+_BACKUP = "restore it from a backup"
+_DAMAGE_HINTS = {
+    "events": f"{_BACKUP} (events are the record of accepted raw events: nothing rebuilds them)",
+    "quarantine": f"{_BACKUP} (it is the record of rejected raw records)",
+    "ingest_files": f"{_BACKUP} (without it, ingest would take its raw files for new ones)",
+    "usage_hourly": "delete it and warehouse/_state/meter.json, then run `meterbill meter` (it rebuilds "
+                    "usage_hourly from the events)",
+    "invoices": f"{_BACKUP} (bill reads final invoices back and never recomputes them)",
+    "line_items": f"{_BACKUP} (bill reads final invoices back and never recomputes them)",
+    "credit_ledger": f"{_BACKUP} (bill reads final invoices back and never recomputes them)",
+    "unbilled_usage": "delete it and run `meterbill bill` (every bill makes it again)",
+    "reconciliation": "delete it and run `meterbill bill` (every bill makes it again)",
+    "alerts_fired": f"{_BACKUP} (without it, alerts that fired would fire again)",
+    "deliveries": f"{_BACKUP} (it is the record of notifications sent)",
+}
+_STATE_HINT = "delete it (a cache: the next run makes it again)"
+_PARQUET_MAGIC = b"PAR1"
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, pl.exceptions.PolarsError, duckdb.Error)
+
+
+def parquet_damage(path: Path, deep: bool = False) -> str | None:
+    """What is wrong with a Parquet file (None when nothing is): empty, not Parquet or cut short
+    (checked from its first and last bytes), an unreadable footer, or (`deep`) unreadable data."""
+    import pyarrow.parquet as pq
+
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty"
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+        return "not a Parquet file, or cut short"
+    try:
+        meta = pq.read_metadata(path)
+        if deep:
+            pf = pq.ParquetFile(path)
+            for i in range(meta.num_row_groups):
+                pf.read_row_group(i)
+    except Exception as e:  # noqa: BLE001  (pyarrow raises several kinds)
+        return f"unreadable {'data' if deep else 'footer'}: {' '.join(str(e).split())[:120]}"
+    return None
 
 
 class Lake:
@@ -126,6 +199,7 @@ class Lake:
     def scan(self, table: str) -> pl.LazyFrame:
         if not self.exists(table):
             return empty(table).lazy()
+        self._refuse_cut_files(table)
         # extra_columns: events files of earlier versions also hold a `dedup_key` column
         lf = pl.scan_parquet(self.table_glob(table), hive_partitioning=table in PARTITIONS,
                              schema=SCHEMAS[table] if table not in PARTITIONS else None, extra_columns="ignore")
@@ -134,7 +208,69 @@ class Lake:
         return lf.select(list(SCHEMAS[table]))
 
     def read(self, table: str) -> pl.DataFrame:
-        return self.scan(table).collect()
+        with self.naming_damage([table]):
+            return self.scan(table).collect()
+
+    # ------------------------------------------------------------ damaged files
+    def _files(self, table: str):
+        """(path, size) of every Parquet file of a table, from the folder listing alone."""
+        stack = [self.table_dir(table)]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif e.name.endswith(".parquet"):
+                    yield Path(e.path), e.stat().st_size
+
+    def _refuse_cut_files(self, table: str) -> None:
+        """A file too small to be Parquet (an empty one, which Polars' glob would skip without a
+        word) is damaged: say so before anything reads the table."""
+        for p, size in self._files(table):
+            if size < 12:
+                raise self.damaged(p, "empty" if size == 0 else "not a Parquet file, or cut short")
+
+    def damaged(self, path: Path, what: str) -> WarehouseError:
+        """The error for a damaged file: its path relative to the lake, what is wrong, what to do."""
+        rel = self._rel(path)
+        parts = Path(os.path.relpath(path, self.warehouse_dir)).parts
+        hint = _STATE_HINT if parts and parts[0] == "_state" else _DAMAGE_HINTS.get(parts[0] if parts else "", _BACKUP)
+        return WarehouseError(f"{rel} is damaged ({what}); {hint}")
+
+    def damage_error(self, exc: BaseException, tables=None) -> WarehouseError | None:
+        """If a failed read (`exc`) comes from a damaged warehouse file, the error that names it;
+        else None. The files the message names are read whole; then every file of `tables`
+        (default: all) is checked from its first and last bytes and its footer."""
+        if isinstance(exc, WarehouseError) or not isinstance(exc, _READ_ERRORS):
+            return None
+        wh = os.path.abspath(self.warehouse_dir) + os.sep
+        quoted = re.findall(r"'([^']+?\.parquet)'|\"([^\"]+?\.parquet)\"", str(exc))
+        named = [Path(a or b) for a, b in quoted if os.path.abspath(a or b).startswith(wh)]
+        for p in dict.fromkeys(named):
+            what = parquet_damage(p, deep=True)
+            if what:
+                return self.damaged(p, what)
+        for table in (SCHEMAS if tables is None else tables):
+            for p, _ in sorted(self._files(table)):
+                what = parquet_damage(p)
+                if what:
+                    return self.damaged(p, what)
+        return None
+
+    @contextlib.contextmanager
+    def naming_damage(self, tables=None):
+        """`with lake.naming_damage():` a read that fails on a damaged warehouse file raises the
+        WarehouseError that names it (see damage_error); any other failure passes unchanged."""
+        try:
+            yield
+        except _READ_ERRORS as e:
+            err = self.damage_error(e, tables)
+            if err is None:
+                raise
+            raise err from None
 
     # ------------------------------------------------------------ writes
     def _staging(self) -> Path:
@@ -155,7 +291,9 @@ class Lake:
             shutil.rmtree(trash)
 
     def _recover(self, table: str) -> None:
-        """A crash between the two renames of _swap leaves `<table>.old`: put it back."""
+        """A crash between the two renames of _swap leaves `<table>.old`: put it back. An
+        interrupted commit of several tables (`write_tables`) is finished first."""
+        self.recover_tables()
         d = self.warehouse_dir / table
         trash = d.with_name(table + ".old")
         if trash.exists() and not d.exists():
@@ -167,29 +305,210 @@ class Lake:
 
         df = conform(table, df)
         staged = self._staging()
-        if table in PARTITIONS:
-            col = PARTITIONS[table]
-            for (value,), part in df.partition_by(col, as_dict=True, maintain_order=True).items():
-                p = staged / f"{col}={value}"
-                p.mkdir()
-                part.drop(col).write_parquet(p / "part-0.parquet")
-        else:
-            df.write_parquet(staged / "part-0.parquet")
-        self._swap(staged, self.table_dir(table))
+        try:
+            if table in PARTITIONS:
+                col = PARTITIONS[table]
+                for (value,), part in df.partition_by(col, as_dict=True, maintain_order=True).items():
+                    p = staged / f"{col}={value}"
+                    p.mkdir()
+                    part.drop(col).write_parquet(p / "part-0.parquet")
+            else:
+                df.write_parquet(staged / "part-0.parquet")
+            self._swap(staged, self.table_dir(table))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
-    def write_tables(self, tables: dict[str, pl.DataFrame]) -> None:
-        """Replace several unpartitioned tables together: all are staged before any is swapped in."""
+    # ------------------------------------------------------------ several tables as one unit
+    #
+    # write_tables replaces several unpartitioned tables (the billing tables, SPEC §7) all or
+    # nothing, under the lake's "tables" lock:
+    #   1. check that every table folder can be replaced (a folder, writable, in a writable
+    #      warehouse), then stage every table whole in `.tmp/tables-<run>/new/<table>/` (fsynced);
+    #   2. write the journal `.journal/tables/<run>.json` (fsynced): from here on the commit is
+    #      decided and a crash is rolled forward;
+    #   3. per table, rename the current folder to `.tmp/tables-<run>/old/<table>` and the new
+    #      one into its place; then delete the journal and the staging folder (the old copies).
+    # A failure in 1 changes nothing; a failure in 2 or 3 is undone at once (the renames done so
+    # far are reversed), so the error can say "nothing was changed". Every reader path
+    # (`exists`, hence `scan`, `read`, `connect`, and the next write) first finishes an
+    # interrupted commit (`recover_tables`): when a journal is there it waits for the lock (a
+    # commit in progress holds it for a few renames; a crashed one released it) and rolls the
+    # journal forward. Staging folders of runs that died before their journal are removed by the
+    # next write_tables. A reader that was already reading when a commit started can still see
+    # one table before and another after it (the files are read when a query runs).
+
+    @property
+    def _tables_journal_dir(self) -> Path:
+        return self.journal_dir / "tables"
+
+    def _rel(self, p: Path) -> str:
+        """A path as people know it: relative to the lake (warehouse/invoices)."""
+        try:
+            return Path(os.path.relpath(p, self.root)).as_posix()
+        except ValueError:
+            return str(p)
+
+    def _failed(self, p: Path, e: OSError, verb: str, outcome: str = "nothing was changed") -> WarehouseError:
+        what, todo = _trouble(e)
+        return WarehouseError(f"cannot write {self._rel(p)}: {what}; {todo} and run `meterbill {verb}` again; {outcome}")
+
+    def _check_replaceable(self, target: Path, verb: str) -> None:
+        """Refuse (WarehouseError, nothing changed) a table folder that a commit could not replace."""
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            raise WarehouseError(f"cannot write {self._rel(target)}: it is a file, not a folder; move it away and "
+                                 f"run `meterbill {verb}` again; nothing was changed")
+        folders = [target.parent] + ([target, *(p for p in target.rglob("*") if p.is_dir())] if target.is_dir() else [])
+        for d in folders:
+            if not os.access(d, os.W_OK | os.X_OK):
+                raise self._failed(d, PermissionError(errno.EACCES, "Permission denied"), verb)
+
+    def write_tables(self, tables: dict[str, pl.DataFrame], verb: str = "bill") -> None:
+        """Replace several unpartitioned tables as one unit: all of them or none (see above).
+
+        Raises WarehouseError naming the folder that failed and what to do; `verb` is the
+        command the message tells people to run again."""
         from catalog.schemas import conform
 
-        staged = {}
-        for table, df in tables.items():
+        for table in tables:
             if table in PARTITIONS:
                 raise ValueError(f"{table} is partitioned: use write() or replace_partitions()")
-            st = self._staging()
-            conform(table, df).write_parquet(st / "part-0.parquet")
-            staged[table] = st
-        for table, st in staged.items():
-            self._swap(st, self.table_dir(table))
+            self.table_dir(table)  # KeyError for an unknown table
+        names = list(tables)
+        with self.lock("tables", wait=True):
+            self._recover_tables_locked()
+            for dead in self.tmp_dir.glob("tables-*"):  # runs that died before their journal
+                shutil.rmtree(dead, ignore_errors=True)
+            for t in names:
+                self._check_replaceable(self.table_dir(t), verb)
+            run = uuid.uuid4().hex
+            stage = self.tmp_dir / f"tables-{run}"
+            journal = self._tables_journal_dir / f"{run}.json"
+            try:
+                try:
+                    (stage / "old").mkdir(parents=True)
+                    for t in names:
+                        d = stage / "new" / t
+                        d.mkdir(parents=True)
+                        f = d / "part-0.parquet"
+                        conform(t, tables[t]).write_parquet(f)
+                        _fsync_file(f)
+                        _fsync_dir(d)
+                    _fsync_dir(stage / "new")
+                except OSError as e:
+                    raise WarehouseError(f"cannot write {self._rel(self.tmp_dir)} (the scratch space): "
+                                         f"{_trouble(e)[0]}; {_trouble(e)[1]} and run `meterbill {verb}` again; "
+                                         "nothing was changed") from None
+                self._write_journal(journal, stage, names, verb)
+                self._commit_tables(journal, stage, names, verb)
+            finally:
+                if not journal.exists():
+                    shutil.rmtree(stage, ignore_errors=True)
+
+    def _write_journal(self, journal: Path, stage: Path, names: list[str], verb: str) -> None:
+        part = journal.with_name(journal.name + ".tmp")
+        try:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "w", encoding="utf-8") as f:
+                json.dump({"stage": os.path.relpath(stage, self.warehouse_dir), "tables": names}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(part, journal)
+            _fsync_dir(journal.parent)
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            journal.unlink(missing_ok=True)
+            raise self._failed(journal.parent, e, verb) from None
+
+    def _swap_in(self, stage: Path, table: str) -> None:
+        """Roll one table of a commit forward: the current folder to old/, the new one in (a no-op
+        when done). Safe to repeat after a crash at any point."""
+        new, old, target = stage / "new" / table, stage / "old" / table, self.warehouse_dir / table
+        if not new.exists():
+            return
+        if target.exists() or target.is_symlink():
+            os.rename(target, old)
+        os.rename(new, target)
+
+    def _swap_out(self, stage: Path, table: str) -> None:
+        """Undo `_swap_in` of one table (from any point of it)."""
+        new, old, target = stage / "new" / table, stage / "old" / table, self.warehouse_dir / table
+        if not new.exists() and target.exists():
+            os.rename(target, new)
+        if old.exists() and not target.exists():
+            os.rename(old, target)
+
+    def _commit_tables(self, journal: Path, stage: Path, names: list[str], verb: str) -> None:
+        current = names[0]
+        try:
+            for current in names:
+                self._swap_in(stage, current)
+            _fsync_dir(self.warehouse_dir)
+        except BaseException as e:
+            try:
+                for t in reversed(names):
+                    self._swap_out(stage, t)
+                _fsync_dir(self.warehouse_dir)
+                journal.unlink()
+                _fsync_dir(journal.parent)
+            except OSError:  # the journal stays: the next command rolls the commit forward
+                if isinstance(e, OSError):
+                    raise self._failed(self.warehouse_dir / current, e, verb,
+                                       "the next command finishes the commit") from None
+                raise
+            if isinstance(e, OSError):
+                raise self._failed(self.warehouse_dir / current, e, verb) from None
+            raise
+        journal.unlink()
+        _fsync_dir(journal.parent)
+        shutil.rmtree(stage, ignore_errors=True)  # the old copies
+
+    def recover_tables(self) -> list[str]:
+        """Finish commits of `write_tables` that a crash interrupted (roll forward); return the
+        tables they replaced. Cheap when there is none (one listing of an empty folder)."""
+        try:
+            if not any(self._tables_journal_dir.iterdir()):
+                return []
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        lock = self.lock("tables", wait=True)
+        if lock.held_here():  # this process is committing: its own journal, not a crash
+            return []
+        try:
+            lock.acquire()
+        except OSError as e:
+            raise WarehouseError(f"cannot finish the interrupted commit in {self._rel(self._tables_journal_dir)}: "
+                                 f"cannot take its lock ({_trouble(e)[0]}); run any meterbill command with "
+                                 "write access to the lake") from None
+        try:
+            return self._recover_tables_locked()
+        finally:
+            lock.release()
+
+    def _recover_tables_locked(self) -> list[str]:
+        jdir = self._tables_journal_dir
+        if not jdir.is_dir():
+            return []
+        done: list[str] = []
+        for part in jdir.glob("*.json.tmp"):  # never completed: no rename had started
+            shutil.rmtree(self.tmp_dir / f"tables-{part.name.split('.')[0]}", ignore_errors=True)
+            part.unlink(missing_ok=True)
+        for journal in sorted(jdir.glob("*.json")):
+            body = json.loads(journal.read_text(encoding="utf-8"))
+            stage = self.warehouse_dir / body["stage"]
+            for t in body["tables"]:
+                try:
+                    self._swap_in(stage, t)
+                except OSError as e:
+                    what, todo = _trouble(e)
+                    raise WarehouseError(
+                        f"cannot write {self._rel(self.warehouse_dir / t)}: {what}; {todo} and run any meterbill "
+                        f"command again (it finishes the interrupted commit {self._rel(journal)})") from None
+            _fsync_dir(self.warehouse_dir)
+            journal.unlink()
+            _fsync_dir(jdir)
+            shutil.rmtree(stage, ignore_errors=True)
+            done.extend(body["tables"])
+        return done
 
     def replace_partitions(self, table: str, df: pl.DataFrame, values: list | None = None) -> None:
         """Replace only the partitions named by `values` (default: those present in df).
@@ -211,8 +530,11 @@ class Lake:
                     shutil.rmtree(target)
                 continue
             staged = self._staging()
-            part.drop(col).write_parquet(staged / "part-0.parquet")
-            self._swap(staged, target)
+            try:
+                part.drop(col).write_parquet(staged / "part-0.parquet")
+                self._swap(staged, target)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
 
     def append(self, table: str, df: pl.DataFrame, name: str | None = None) -> None:
         """Add rows as new files (one per partition), without touching existing ones."""
@@ -375,9 +697,10 @@ class Lake:
             done.append(journal.stem)
         return done
 
-    def lock(self, name: str) -> "LakeLock":
-        """`with lake.lock("ingest"):` one writer of a kind at a time (RuntimeError if taken)."""
-        return LakeLock(self.warehouse_dir / ".locks" / f"{_safe_name(name)}.lock")
+    def lock(self, name: str, wait: bool = False) -> "LakeLock":
+        """`with lake.lock("ingest"):` one writer of a kind at a time (RuntimeError if taken;
+        with `wait`, block until it is free)."""
+        return LakeLock(self.warehouse_dir / ".locks" / f"{_safe_name(name)}.lock", wait=wait)
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
@@ -394,6 +717,11 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _fsync_file(p: Path) -> None:
+    with open(p, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -407,12 +735,20 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-class LakeLock:
-    """An exclusive, non-blocking advisory lock (flock) on a file; usable as a context manager."""
+_HELD: set[str] = set()  # lock files this process holds (a flock does not exclude its own process)
 
-    def __init__(self, path: Path):
+
+class LakeLock:
+    """An exclusive advisory lock (flock) on a file, non-blocking unless `wait`; usable as a
+    context manager."""
+
+    def __init__(self, path: Path, wait: bool = False):
         self.path = path
+        self.wait = wait
         self.fd: int | None = None
+
+    def held_here(self) -> bool:
+        return os.path.abspath(self.path) in _HELD
 
     def acquire(self) -> "LakeLock":
         import fcntl
@@ -422,17 +758,19 @@ class LakeLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except OSError:
             os.close(fd)
             raise RuntimeError(f"another {self.path.stem} run holds {self.path}") from None
         self.fd = fd
+        _HELD.add(os.path.abspath(self.path))
         return self
 
     def release(self) -> None:
         if self.fd is not None:
             import fcntl
 
+            _HELD.discard(os.path.abspath(self.path))
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
@@ -618,7 +956,8 @@ def connect(lake: str | os.PathLike | Lake | None = None,
     """A DuckDB connection with every warehouse table as a view of the same name.
 
     DuckDB spills to `<lake>/warehouse/.tmp/`, or to `temp_directory` (then the connection
-    creates nothing in the lake)."""
+    creates nothing in the lake). The view of a table with a damaged file raises, when a query
+    reads it, the error that names the file and what to do; the other views work as usual."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     if temp_directory is None:
         con = duck(lake)
@@ -628,10 +967,20 @@ def connect(lake: str | os.PathLike | Lake | None = None,
     for table in SCHEMAS:
         if lake.exists(table):
             hive = "true" if table in PARTITIONS else "false"
-            con.execute(
-                f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM read_parquet("
-                f"{sql_str(lake.table_glob(table))}, hive_partitioning={hive}, union_by_name=true)"
-            )
+            try:
+                lake._refuse_cut_files(table)
+                con.execute(
+                    f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM read_parquet("
+                    f"{sql_str(lake.table_glob(table))}, hive_partitioning={hive}, union_by_name=true)"
+                )
+            except (duckdb.Error, WarehouseError) as e:
+                damage = e if isinstance(e, WarehouseError) else lake.damage_error(e, [table])
+                if damage is None:
+                    raise
+                one = pa.Table.from_pylist([{}], schema=empty(table).to_arrow().schema)
+                con.register(f"__damaged_{table}", one)
+                con.execute(f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM __damaged_{table} "
+                            f"WHERE error({sql_str(str(damage))}) IS NULL")
         else:
             con.register(f"__empty_{table}", empty(table).to_arrow())
             con.execute(f"CREATE VIEW {sql_ident(table)} AS SELECT * FROM __empty_{table}")

@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from catalog import Catalog, Lake, load_catalog
 from catalog.lake import duck, sql_str
 from catalog.schemas import SCHEMAS, empty
-from flows.common import as_of_instant, parse_instant, register_customers, register_meter_types
+from flows.common import as_of_instant, not_a_warehouse_error, parse_instant, register_customers, register_meter_types
 from transforms import bill_inputs, billing
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
@@ -264,8 +264,9 @@ def bill_summary(tables: dict[str, pl.DataFrame]) -> dict:
 
 
 def run_bill(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
-    ensure_metered(lk, cat, as_of, log=log)
-    tables = bill_tables(lk, cat, as_of)
+    with lk.naming_damage():
+        ensure_metered(lk, cat, as_of, log=log)
+        tables = bill_tables(lk, cat, as_of)
     lk.write_tables(tables)
     summary = bill_summary(tables)
     if log:
@@ -273,7 +274,7 @@ def run_bill(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None) -> dict:
     return summary
 
 
-@task(name="price-and-write-invoices", retries=1, retry_delay_seconds=2)
+@task(name="price-and-write-invoices", retries=1, retry_delay_seconds=2, retry_condition_fn=not_a_warehouse_error)
 def bill_task(lake: str, as_of: str) -> dict:
     lk = Lake(lake)
     return run_bill(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), log=get_run_logger().info)
@@ -286,13 +287,14 @@ def bill_flow(lake: str | None = None, as_of: str | None = None, executor: str =
     An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
     lk = Lake(lake)
     t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True")
-    if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
-        from flows.executors import bill_sharded
+    with lk.naming_damage():
+        if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
+            from flows.executors import bill_sharded
 
-        summary = bill_sharded(str(lk.root), t.isoformat(), workers, dask_address)
-    else:
-        summary = bill_task(str(lk.root), t.isoformat())
-    from flows.artifacts import invoices_artifact
+            summary = bill_sharded(str(lk.root), t.isoformat(), workers, dask_address)
+        else:
+            summary = bill_task(str(lk.root), t.isoformat())
+        from flows.artifacts import invoices_artifact
 
-    invoices_artifact(lk)
+        invoices_artifact(lk)
     return summary

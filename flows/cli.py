@@ -32,6 +32,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from catalog import CatalogError
+from catalog.lake import WarehouseError
 from flows.common import UsageError, as_of_instant, open_catalog, open_lake, parse_instant
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -591,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("meterbill: interrupted")
         return 130
+    except WarehouseError as e:  # a warehouse folder or file: the message names it and what to do
+        err.print(f"meterbill {verb}: error: {e}")
+        return 1
     except Exception as e:  # a failure, not a bug report: one line; METERBILL_DEBUG=1 shows the traceback
         if os.environ.get("METERBILL_DEBUG"):
             raise

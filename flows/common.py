@@ -15,6 +15,18 @@ class UsageError(Exception):
     """A bad argument: the CLI prints the message as one line and exits 2."""
 
 
+def not_a_warehouse_error(task, task_run, state) -> bool:
+    """A task's retry condition: retry unless a warehouse folder or file is at fault (it would
+    fail again, and the error already says what to do)."""
+    from catalog.lake import WarehouseError
+
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001
+        return True
+    return not isinstance(exc, WarehouseError)
+
+
 def parse_instant(value: str | dt.datetime | dt.date | None, name: str = "--as-of") -> dt.datetime:
     """An ISO-8601 instant or date (midnight UTC) -> aware UTC datetime; None -> now."""
     if value is None:

@@ -3,7 +3,9 @@
 What changed is found from `events.ingested_at` against a watermark kept in the lake's state:
 the event dates of new events (and, for stateful meters, every later date, since their level
 carries forward). Those `hour_date` partitions are rebuilt whole and swapped in; a changed set of
-meters in the catalogue rebuilds everything. The result equals a full rebuild, row for row.
+meters in the catalogue rebuilds everything. The result equals a full rebuild, row for row. When
+no events file came or went since the last run (the state keeps a key of their names; ingest only
+ever adds files), there is nothing to rebuild and no event is read.
 
 Two engines, one table. The additive meter types (sum, count, min, max, and meters the catalogue
 does not know, aggregated as sum) are computed in DuckDB straight from the events Parquet, one
@@ -28,6 +30,7 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -37,7 +40,7 @@ from catalog import Catalog, Lake, load_catalog
 from catalog.config import STATEFUL_TYPES
 from catalog.lake import duck, sql_str
 from catalog.schemas import PARTITIONS, conform
-from flows.common import as_of_instant, parse_instant, register_customers, register_meter_types
+from flows.common import as_of_instant, not_a_warehouse_error, parse_instant, register_customers, register_meter_types
 from transforms.fast_hourly import ADDITIVE_TYPES, additive_hourly_sql
 from transforms.metering import apply_cancellations, hourly_usage
 
@@ -88,23 +91,49 @@ def _polars_part(cat: Catalog, events: pl.LazyFrame, dates: list[dt.date] | None
     return hourly_usage(apply_cancellations(ev), slow, hours=hours)
 
 
-def meter_plan(lk: Lake, cat: Catalog) -> tuple[pl.LazyFrame, list[dt.date] | None, dt.datetime | None]:
-    """(events, the dates to rebuild — None for all, [] for none —, the newest ingested_at).
+@dataclass(frozen=True)
+class Watermark:
+    """What a meter run has seen: the newest `ingested_at`, and a key of the events files' names
+    (None when the events are not one folder per date)."""
+
+    ingested_at: dt.datetime | None
+    events_files: str | None
+
+
+def events_files_key(lk: Lake) -> str | None:
+    """A key of the names of the events files (from the folder listing: nothing is read)."""
+    listing = lk.partition_listing("events") if lk.table_dir("events").is_dir() else {}
+    if listing is None:
+        return None
+    names = sorted(f"{d}/{name}" for d, files in listing.items() for name, _, _ in files)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def meter_plan(lk: Lake, cat: Catalog) -> tuple[pl.LazyFrame | None, list[dt.date] | None, Watermark]:
+    """(events — None when nothing is to be rebuilt —, the dates to rebuild — None for all, []
+    for none —, the watermark to record).
 
     A changed set of meters or a missing usage_hourly means a full rebuild; otherwise the dates
-    touched by events ingested after the recorded watermark."""
+    touched by events ingested after the recorded watermark, and none without reading anything
+    when the events files are the ones the last run saw."""
     state = lk.read_state("meter")
+    key = events_files_key(lk)  # before anything is read: a file landing meanwhile is seen next run
     watermark = None
     if state and state.get("meters") == _meters_signature(cat) and lk.exists(TABLE):
         watermark = (dt.datetime.fromisoformat(state["watermark"]) if state.get("watermark")
                      else dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+        if key is not None and state.get("events_files") == key:
+            seen = dt.datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
+            return None, [], Watermark(seen, key)
     events = lk.scan("events")
     top = events.select(pl.col("ingested_at").max()).collect().item()
-    return events, dates_to_rebuild(events, cat, watermark), top
+    return events, dates_to_rebuild(events, cat, watermark), Watermark(top, key)
 
 
-def record_watermark(lk: Lake, cat: Catalog, top: dt.datetime | None) -> None:
-    lk.write_state("meter", {"meters": _meters_signature(cat), "watermark": top.isoformat() if top else None})
+def record_watermark(lk: Lake, cat: Catalog, top: Watermark) -> None:
+    lk.write_state("meter", {"meters": _meters_signature(cat),
+                             "watermark": top.ingested_at.isoformat() if top.ingested_at else None,
+                             "events_files": top.events_files})
 
 
 def rebuild_dates(events: pl.LazyFrame, dates: list[dt.date] | None) -> list[dt.date]:
@@ -113,6 +142,11 @@ def rebuild_dates(events: pl.LazyFrame, dates: list[dt.date] | None) -> list[dt.
 
 
 def run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log=None, memory_limit: str | None = None) -> dict:
+    with lk.naming_damage(["events"]):
+        return _run_meter(lk, cat, as_of, log, memory_limit)
+
+
+def _run_meter(lk: Lake, cat: Catalog, as_of: dt.datetime, log, memory_limit: str | None) -> dict:
     events, dates, top = meter_plan(lk, cat)
     if dates == []:
         summary = {"dates_rebuilt": 0, "rows": 0, "full": False}
@@ -234,7 +268,7 @@ def swap_staged(lk: Lake, stage: Path, dates: list[dt.date] | None) -> int:
     return len(parts)
 
 
-@task(name="aggregate-usage-hourly", retries=1, retry_delay_seconds=2)
+@task(name="aggregate-usage-hourly", retries=1, retry_delay_seconds=2, retry_condition_fn=not_a_warehouse_error)
 def meter_task(lake: str, as_of: str) -> dict:
     lk = Lake(lake)
     return run_meter(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), log=get_run_logger().info)
@@ -246,8 +280,10 @@ def meter_flow(lake: str | None = None, as_of: str | None = None, executor: str 
     """Bring usage_hourly up to date with the events table.
     An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
     t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
-    if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
-        from flows.executors import meter_sharded
+    lk = Lake(lake)
+    with lk.naming_damage(["events"]):
+        if executor == "dask":  # customer shards on a Dask cluster (flows/executors.py)
+            from flows.executors import meter_sharded
 
-        return meter_sharded(str(Lake(lake).root), t, workers, dask_address)
-    return meter_task(str(Lake(lake).root), t)
+            return meter_sharded(str(lk.root), t, workers, dask_address)
+        return meter_task(str(lk.root), t)

@@ -108,6 +108,9 @@ def run_sql(lk: Lake, query: str, fmt: str, out=None) -> None:
         except duckdb.PermissionException as e:
             raise UsageError(f"sql: {_one_line(e)} (sql reads only the warehouse's files)") from None
         except duckdb.Error as e:
+            damage = lk.damage_error(e)  # a damaged warehouse file is named, with what to do
+            if damage is not None:
+                raise damage from None
             raise UsageError(f"sql: {_one_line(e)}") from None
 
 

@@ -105,11 +105,12 @@ def usage_report(lake: Lake, meter_api_name: str, window: str, start: str, end: 
         raise UsageError("--to: must be after --from")
     first, last = buckets[0][0], buckets[-1][1]
 
-    ev = lake.scan("events").filter(pl.col("meter_api_name") == meter_api_name)
-    ev = ev.filter(pl.col("event_time") < pl.lit(last, dtype=TS))
-    if meter.type not in STATEFUL_TYPES:
-        ev = ev.filter(pl.col("event_time") >= pl.lit(first, dtype=TS))
-    events = apply_cancellations(ev.collect())
+    with lake.naming_damage(["events"]):
+        ev = lake.scan("events").filter(pl.col("meter_api_name") == meter_api_name)
+        ev = ev.filter(pl.col("event_time") < pl.lit(last, dtype=TS))
+        if meter.type not in STATEFUL_TYPES:
+            ev = ev.filter(pl.col("event_time") >= pl.lit(first, dtype=TS))
+        events = apply_cancellations(ev.collect())
 
     df = usage_query(events, meter, window=window, start=lo, end=hi, group_by=group_by,
                      filter=filter or None, top=top, tz=tz, as_of=run_as_of)

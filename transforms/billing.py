@@ -29,7 +29,7 @@ from typing import Iterable
 
 import polars as pl
 
-from catalog.config import Catalog
+from catalog.config import Catalog, Meter
 from catalog.schemas import DEC, DIMS, TS, conform, empty
 from transforms.metering import meter_values
 from transforms.metering.cancel import cancel_flag
@@ -154,17 +154,20 @@ def unbilled_usage(cat: Catalog, events: pl.DataFrame, periods: Iterable, as_of:
     return _finish(rows)
 
 
+# How a meter the catalogue does not know is measured: summed. Its events are relabelled with
+# this name while measured, so a raw name (data, never a catalogue name) is never validated.
+_UNDEFINED_METER = Meter(meter_api_name="undefined_meter", type="sum")
+
+
 def _monthly(cat: Catalog, ev: pl.DataFrame, reason: str) -> pl.DataFrame:
     """One row per customer × meter × UTC month: the meter's value over those events."""
-    from catalog.config import Meter
-
     ev = ev.with_columns(_m=_month_start("event_time"))
     windows = ev.group_by("customer_id", "_m").agg().select(
         "customer_id", pl.col("_m").alias("window_start"),
         pl.col("_m").dt.offset_by("1mo").alias("window_end"))
     out = []
     for (name,), part in ev.partition_by("meter_api_name", as_dict=True).items():
-        meter = cat.meters.get(name) or Meter(meter_api_name=name if len(name) <= 50 else name[:50], type="sum")
+        meter = cat.meters.get(name) or _UNDEFINED_METER
         w = windows.join(part.select("customer_id").unique(), on="customer_id")
         vals = meter_values(part.with_columns(meter_api_name=pl.lit(meter.meter_api_name)), meter, w)
         vals = vals.filter(pl.col("value") != 0)

@@ -141,3 +141,20 @@ def test_no_unbilled_usage_is_an_empty_table():
     periods = all_customer_periods(cat, AS_OF)
     assert billing.unbilled_usage(cat, conform("events", pl.DataFrame({"customer_id": pl.Series([], dtype=pl.String)})),
                                   periods, AS_OF).height == 0
+
+
+def test_undefined_meter_names_are_data_not_catalogue_names():
+    """A raw meter name no catalogue would accept (`api; DROP TABLE events`, quotes, unicode, 60
+    characters) is reported as an undefined meter with its own name and quantity."""
+    cat = _catalog()
+    t = dt.datetime(2026, 1, 5, tzinfo=UTC)
+    names = ["api; DROP TABLE events", "ラベル 'x' \"y\"", "m" * 60 + "a", "m" * 60 + "b", "9starts_with_a_digit"]
+    ev = conform("events", pl.DataFrame([
+        {"customer_id": "c1", "meter_api_name": n, "meter_value": Decimal(i + 1), "event_time": t,
+         "unique_id": f"u{i}", "dimensions": [], "is_cancel": False} for i, n in enumerate(names)
+    ]))
+    periods = all_customer_periods(cat, AS_OF)
+    unbilled = billing.unbilled_usage(cat, ev, periods, AS_OF)
+    jan = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    assert sorted(unbilled.select("customer_id", "meter_api_name", "period_start", "quantity", "reason").rows()) == sorted(
+        ("c1", n, jan, Decimal(i + 1), "undefined_meter") for i, n in enumerate(names))

@@ -354,3 +354,38 @@ def test_reconcile_balances_after_late_events_cancellations_and_cliffs(tmp_path,
         printed[r["customer"]] = printed.get(r["customer"], 0) + num(r["billed"]) + num(r["adjusted"])
         assert num(r["usage"]) == num(r["billed"]) + num(r["adjusted"])
     assert printed == expected
+
+
+def test_late_usage_of_a_closed_period_with_a_promotion_keeps_the_promotion(tmp_path, cli):
+    """SPEC §5.4: the closed period is re-priced with the change, promotions included."""
+    catalog = {**CATALOG, "promotions.yaml": """
+        - {promotion_id: welcome10, customer_id: b, type: percentage, value: "10", start: 2026-01-01, periods: 1}
+        - {promotion_id: capped, customer_id: a, type: percentage, value: "50", start: 2026-01-01, periods: 1,
+           max_discount_per_period: "10.00"}
+    """}
+    lake = write_lake(tmp_path / "lake", FIRST_BATCH, catalog)
+    step(cli, lake, "2026-02-03T00:00:00Z")   # January final
+    jb, ja = invoice(lake, "b", JAN), invoice(lake, "a", JAN)
+    # b: 350 × 0.01 = 3.50 + base 10.00 = 13.50, 10 % off = 1.35 → 12.15
+    assert (jb["subtotal"], jb["discount"], jb["total_due"]) == usd("13.50", "1.35", "12.15")
+    # a: 90 × 0.10 = 9.00 + platform 20.00 = 29.00, 50 % = 14.50 capped at 10.00 → 19.00
+    assert (ja["subtotal"], ja["discount"], ja["total_due"]) == usd("29.00", "10.00", "19.00")
+
+    drop(lake, "late", [ev("b", "b7", "2026-01-30T10:00:00", 130), ev("a", "a6", "2026-01-30T10:00:00", 5)])
+    step(cli, lake, "2026-02-04T00:00:00Z")
+    # b's January re-priced: 480 × 0.01 = 4.80 + 10.00 = 14.80, 10 % = 1.48: +1.30 and a further 0.13 off
+    fb = invoice(lake, "b", FEB)
+    adj = lines(lake, fb["invoice_id"], "adjustment").row(0, named=True)
+    assert (adj["amount"], adj["quantity"], adj["corrects_period"]) == (Decimal("1.30"), Decimal(130), JAN)
+    disc = lines(lake, fb["invoice_id"], "discount").row(0, named=True)
+    assert (disc["amount"], disc["promotion_id"], disc["corrects_period"]) == (Decimal("0.13"), "welcome10", JAN)
+    # February (the promotion was for one period): 0.40 + 10.00 + 1.30 = 11.70 − 0.13 = 11.57,
+    # of which the late usage is 1.30 − 0.13 = 1.17
+    assert amounts(fb) == dict(zip(amounts(fb), usd("0.40", "10.00", "1.30", "11.70", "0.13", "0", "11.57")))
+    # a's January re-priced: 95 × 0.10 = 9.50 + 20.00 = 29.50, 50 % = 14.75, still capped at 10.00:
+    # the cap was used up by the final invoice, so the late 0.50 gets no further discount
+    fa = invoice(lake, "a", FEB)
+    assert lines(lake, fa["invoice_id"], "adjustment")["amount"].to_list() == [Decimal("0.50")]
+    assert lines(lake, fa["invoice_id"], "discount").height == 0
+    # a's February: 30 × 0.10 = 3.00 + 20.00 + 0.50 = 23.50
+    assert amounts(fa) == dict(zip(amounts(fa), usd("3.00", "20.00", "0.50", "23.50", "0", "0", "23.50")))

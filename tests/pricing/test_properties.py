@@ -129,12 +129,20 @@ def test_late_data_bills_each_closed_period_exactly_once(book, data):
     # billed for the closed period = its usage and minimum lines + adjustments (+ what is pending)
     repriced = build_invoices(cat, periods, usage(late), utc(2026, 2, 5))
     for s in closed:
-        def amount(res, kinds, col="period_start"):
-            return sum(res.line_items.filter((pl.col(col) == s) & pl.col("kind").is_in(kinds))["amount"].to_list(), D(0))
+        def amount(res, kinds, col="period_start", promotion=False):
+            lines = res.line_items.filter((pl.col(col) == s) & pl.col("kind").is_in(kinds)
+                                          & (pl.col("promotion_id").is_null() | promotion))
+            return sum(lines["amount"].to_list(), D(0))
         billed = amount(first, ["usage", "minimum"]) + amount(second, ["adjustment"], "corrects_period")
         pending = second.unbilled_usage.filter(pl.col("reason") == "adjustment_pending").height
         if not pending:   # (a negative difference larger than the open invoices waits for later ones)
             assert billed == amount(repriced, ["usage", "minimum"])
+            # ... and net of the period's promotions: what the re-priced period's invoice asks
+            net = (amount(first, ["usage", "minimum", "fee"]) - amount(first, ["discount"], promotion=True)
+                   + amount(second, ["adjustment"], "corrects_period", promotion=True)
+                   - amount(second, ["discount"], "corrects_period", promotion=True))
+            assert net == (amount(repriced, ["usage", "minimum", "fee"])
+                           - amount(repriced, ["discount"], promotion=True))
 
 
 @settings(max_examples=200, deadline=None)

@@ -23,7 +23,10 @@ Rules kept here (the SPEC's, and the decisions where it is silent — see README
   the exact sum of its rounded lines by kind.
 * A period whose invoice is final in `frozen` is not recomputed: its rows are returned unchanged.
   If the usage re-priced for it differs from what it billed, the difference is billed as signed
-  `adjustment` lines on the customer's next invoice that is not final yet.
+  `adjustment` lines on the customer's next invoice that is not final yet. The re-priced period
+  keeps its promotions: what they take off the change is a `discount` line naming the corrected
+  period (or, when the discount shrinks, an `adjustment` line of the promotion giving it back);
+  the promotions of the invoice it lands on never discount it.
 """
 
 from __future__ import annotations
@@ -241,6 +244,7 @@ class _Adjustment:
     quantity: Decimal
     description: str
     tiers: Optional[list[tuple]]
+    promotion_id: Optional[str] = None   # a promotion's discount given back (quantity None)
 
 
 # ------------------------------------------------------------------ the engine
@@ -336,11 +340,16 @@ class _Engine:
         self.dirty: set[tuple[str, int]] = set()
         self.closed_lines: dict[str, list[tuple]] = defaultdict(list)   # invoice_id -> usage/minimum lines
         self.closed_adjusted: dict[tuple[str, int], list[tuple]] = defaultdict(list)  # (cust, ps) -> adj lines
+        self.closed_fees: dict[str, list[tuple]] = defaultdict(list)    # invoice_id -> (fee_id, amount)
+        # (cust, ps) -> promotion_id -> what final invoices already took off for that period's
+        # corrections (discount lines naming it, less adjustment lines of the promotion)
+        self.closed_promo: dict[tuple[str, int], dict[str, Decimal]] = defaultdict(dict)
         if not closed:
             return
         closed_df = pl.DataFrame({"customer_id": [c for c, _ in closed], "ps": [s for _, s in closed]},
                                  schema={"customer_id": pl.String, "ps": pl.Int64})
-        fl = self.frozen_lines.filter(pl.col("kind").is_in(["usage", "adjustment"])).select(
+        fl = self.frozen_lines.filter(pl.col("kind").is_in(["usage", "adjustment"])
+                                      & pl.col("promotion_id").is_null()).select(
             "customer_id",
             pl.when(pl.col("kind") == "adjustment").then(pl.col("corrects_period"))
             .otherwise(pl.col("period_start")).dt.epoch("us").alias("ps"),
@@ -363,16 +372,25 @@ class _Engine:
         dirty_df = pl.DataFrame({"customer_id": [c for c, _ in self.dirty], "ps": [s for _, s in self.dirty]},
                                 schema={"customer_id": pl.String, "ps": pl.Int64})
         lines = self.frozen_lines.with_columns(
-            pl.when(pl.col("kind") == "adjustment").then(pl.col("corrects_period"))
+            pl.when(pl.col("kind").is_in(["adjustment", "discount"]) & pl.col("corrects_period").is_not_null())
+            .then(pl.col("corrects_period"))
             .otherwise(pl.col("period_start")).dt.epoch("us").alias("_ps"),
-        ).filter(pl.col("kind").is_in(["usage", "minimum", "adjustment"])).join(
+        ).filter(pl.col("kind").is_in(["usage", "minimum", "fee", "adjustment"])
+                 | ((pl.col("kind") == "discount") & pl.col("corrects_period").is_not_null())).join(
             dirty_df.rename({"ps": "_ps"}), on=["customer_id", "_ps"], how="semi")
         off = self._add_dims(lines["dimensions"])
         dks = lines.select(dims_key_expr("dimensions"))["dimensions"].to_list()
-        for j, (iid, kind, cid, ps, pid, qty, amt) in enumerate(zip(
+        for j, (iid, kind, cid, ps, pid, qty, amt, promo, fee) in enumerate(zip(
                 lines["invoice_id"].to_list(), lines["kind"].to_list(), lines["customer_id"].to_list(),
                 lines["_ps"].to_list(), lines["product_item_id"].to_list(), lines["quantity"].to_list(),
-                lines["amount"].to_list())):
+                lines["amount"].to_list(), lines["promotion_id"].to_list(), lines["fee_id"].to_list())):
+            if promo is not None:  # a promotion's correction of the period
+                taken = self.closed_promo[(cid, ps)]
+                taken[promo] = taken.get(promo, ZERO) + (amt if kind == "discount" else -amt)
+                continue
+            if kind == "fee":
+                self.closed_fees[iid].append((fee, amt))
+                continue
             rec = (pid, dks[j], qty if qty is not None else ZERO, amt, off + j)
             if kind == "adjustment":
                 self.closed_adjusted[(cid, ps)].append(rec)
@@ -722,12 +740,13 @@ class _Engine:
                 remaining -= take
                 done = remaining == 0
                 w.lines.append(_Line("adjustment", take, pid=a.pid, dims_ref=a.dims_ref, dk=a.dk,
-                                     corrects=a.closed_ps, quantity=a.quantity if done else ZERO,
+                                     corrects=a.closed_ps, quantity=None if a.promotion_id else
+                                     (a.quantity if done else ZERO), promotion_id=a.promotion_id,
                                      tiers=a.tiers, description=a.description))
                 if done:
                     break
-            if remaining != 0 or not targets:
-                self.pending.append((cust, a))
+            if (remaining != 0 or not targets) and a.promotion_id is None:
+                self.pending.append((cust, a))  # (a promotion's share is worked out again next run)
 
     # ---------------------------------------------------------- the run
 
@@ -784,17 +803,30 @@ class _Engine:
         works = [w for w in ws if not w.closed]
         for w in works:
             w.lines = self._span_lines(w.t) + self._fee_lines(w)
-        adjs: list[_Adjustment] = []
-        for w in ws:
-            if w.closed:
-                adjs.extend(self._closed_adjustments(cust, w))
-        if adjs:
-            self._place_adjustments(adjs, works, cust)
-
         promos = self.promos_by_customer.get(cust)
         if promos:
             starts = sorted({w.p.start for w in ws} | {_from_us(ps) for ps, _ in self.frozen_by_customer.get(cust, ())})
             tz = self.cat.timezone(cust)
+        adjs: list[_Adjustment] = []
+        discounts: list[tuple[_Work, str, Optional[str], Decimal]] = []   # (closed period, promotion, item, amount)
+        for w in ws:
+            if w.closed:
+                mine = self._closed_adjustments(cust, w)
+                adjs.extend(mine)
+                if promos and w.price_it:
+                    for pr_id, pid, delta in self._promotion_corrections(cust, w, mine, promos, starts, tz):
+                        if delta > 0:
+                            discounts.append((w, pr_id, pid, delta))
+                        else:  # the discount shrank: given back as an adjustment of the promotion
+                            adjs.append(_Adjustment(w.ps, w.currency, pid, "", 0, -delta, ZERO,
+                                                    f"promotion {pr_id}: discount on the correction of "
+                                                    f"{w.p.start.date().isoformat()} given back", None, pr_id))
+        if adjs:
+            self._place_adjustments(adjs, works, cust)
+        for closed, pr_id, pid, amount in discounts:
+            self._correction_discount(closed, pr_id, pid, amount, works)
+
+        if promos:
             for w in works:
                 self._apply_promotions(w, promos, starts, tz)
 
@@ -847,8 +879,8 @@ class _Engine:
         active.sort(key=lambda pr: (pr.applies_to == "invoice", to_utc(pr.start, tz), pr.promotion_id))
         buckets = self._buckets(w)
         for pr in active:
-            if pr.applies_to == "invoice":
-                scope = buckets
+            if pr.applies_to == "invoice":  # adjustments carry their own period's promotions
+                scope = [b for b in buckets if b[0][0] != "adj"]
             else:
                 scope = [b for b in buckets if b[0] == ("item", pr.applies_to)]
             base = sum((b[3] for b in scope), ZERO)
@@ -861,6 +893,61 @@ class _Engine:
             w.lines.append(_Line("discount", d, promotion_id=pr.promotion_id,
                                  pid=None if pr.applies_to == "invoice" else pr.applies_to,
                                  description=f"promotion {pr.promotion_id}: {value} off {what}"))
+
+    def _discounts_of(self, w: _Work, items: dict[str, Decimal], fees: list[tuple],
+                      promos: list[Promotion], starts: list[dt.datetime], tz: str) -> dict[str, tuple]:
+        """promotion_id -> (its product item or None, what it takes off) of period `w` holding
+        these item totals (usage and minimum lines) and fee lines, as `_apply_promotions` does."""
+        scratch = _Work(w.p, w.iid, w.plan, w.minor)
+        scratch.lines = [_Line("usage", amt, pid=pid) for pid, amt in items.items()]
+        scratch.lines += [_Line("fee", amt, fee_id=fee_id) for fee_id, amt in fees]
+        self._apply_promotions(scratch, promos, starts, tz)
+        return {ln.promotion_id: (ln.pid, ln.amount) for ln in scratch.lines if ln.kind == "discount"}
+
+    def _promotion_corrections(self, cust: str, w: _Work, adjs: list[_Adjustment], promos: list[Promotion],
+                               starts: list[dt.datetime], tz: str) -> list[tuple[str, Optional[str], Decimal]]:
+        """What the promotions of the closed period `w` take off its correction: (promotion,
+        item, amount — negative when the discount shrank) for each that changed.
+
+        The period as billed (its invoice's usage, minimum and fee lines) and as re-priced (plus
+        every adjustment, earlier ones and `adjs`) go through the current promotions; the
+        difference, less what final invoices already took off for the period's corrections, is
+        due. Caps apply per period, so a cap that the final invoice used up gives nothing more."""
+        billed: dict[str, Decimal] = {}
+        for pid, _dk, _q, amt, _ref in self.closed_lines.get(w.iid, ()):
+            billed[pid] = billed.get(pid, ZERO) + amt
+        now = dict(billed)
+        for pid, _dk, _q, amt, _ref in self.closed_adjusted.get((cust, w.ps), ()):
+            now[pid] = now.get(pid, ZERO) + amt
+        for a in adjs:
+            now[a.pid] = now.get(a.pid, ZERO) + a.amount
+        fees = self.closed_fees.get(w.iid, [])
+        before = self._discounts_of(w, billed, fees, promos, starts, tz)
+        after = self._discounts_of(w, now, fees, promos, starts, tz)
+        taken = self.closed_promo.get((cust, w.ps), {})
+        out = []
+        for pr_id in sorted(set(before) | set(after)):  # (a promotion since removed takes nothing back)
+            pid, d_after = after.get(pr_id, (None, ZERO))
+            pid_b, d_before = before.get(pr_id, (None, ZERO))
+            delta = d_after - d_before - taken.get(pr_id, ZERO)
+            if delta != 0:
+                out.append((pr_id, pid if pid is not None else pid_b, delta + round_money(ZERO, w.minor)))
+        return out
+
+    def _correction_discount(self, closed: _Work, pr_id: str, pid: Optional[str], amount: Decimal,
+                             works: list[_Work]) -> None:
+        """A discount line on the invoice that carries the closed period's corrections (the first
+        open one after it, in its currency), taken off those adjustments; none without one (the
+        corrections are pending, and this is worked out again with them)."""
+        target = next((w for w in works if w.ps > closed.ps and w.currency == closed.currency), None)
+        if target is None:
+            return
+        self._take([b for b in self._buckets(target) if b[0][0] == "adj" and (pid is None or b[1] == pid)], amount)
+        pr = self.cat.promotions[pr_id]
+        value = f"{pr.value}%" if pr.type == "percentage" else f"{pr.value} {closed.currency}"
+        target.lines.append(_Line("discount", amount, promotion_id=pr_id, pid=pid, corrects=closed.ps,
+                                  description=f"promotion {pr_id}: {value} off the correction of "
+                                              f"{closed.p.start.date().isoformat()}"))
 
     # ---------------------------------------------------------- credits
 
