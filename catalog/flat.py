@@ -102,10 +102,14 @@ def _read_parquet(path: Path) -> Columns:
 
 
 def _frame_columns(df: pl.DataFrame) -> Columns:
+    """Columns of a CSV or Parquet frame; an empty cell (null or "") is an absent field."""
     cols = Columns(df.height)
     for name in df.columns:
         s = df[name]
-        cols.data[name] = [MISSING if v is None else v for v in s.to_list()] if s.null_count() else s.to_list()
+        if s.dtype == pl.String:
+            s = s.replace("", None)
+        cols.data[name.lstrip("\ufeff")] = ([MISSING if v is None else v for v in s.to_list()]
+                                            if s.null_count() else s.to_list())
     return cols
 
 

@@ -40,6 +40,29 @@ def test_the_generated_catalogue_is_the_same_in_yaml_csv_and_parquet(tmp_path):
     assert all(isinstance(c[1], Decimal) for c in credits.values())
 
 
+def test_the_column_rules_name_every_field_of_the_record_models():
+    from catalog.config import TABLES
+    from catalog.flat import RULES
+
+    for table, rules in RULES.items():
+        assert list(rules) == list(TABLES[table][0].model_fields), table
+
+
+def test_an_empty_cell_is_an_absent_field_in_csv_and_parquet(tmp_path):
+    from catalog import load_catalog
+
+    text = 'subscription_id,customer_id,plan_id,start,end\ns1,c1,basic,2026-01-01,""\ns2,c2,basic,2026-01-01,\n'
+    for fmt in ("csv", "parquet"):
+        folder = write(tmp_path / fmt, {"subscriptions.yaml": None})
+        if fmt == "csv":
+            (folder / "subscriptions.csv").write_text(text)
+        else:  # a text column holding "" where the end is absent
+            pl.read_csv(text.encode(), infer_schema=False).with_columns(end=pl.lit("")).write_parquet(
+                folder / "subscriptions.parquet")
+        cat = load_catalog(folder)
+        assert [s.end for s in cat.subscriptions.values()] == [None, None], fmt
+
+
 def test_flat_table_models_are_built_when_asked_for(tmp_path):
     from catalog import load_catalog
     from catalog.config import Customer
