@@ -324,6 +324,7 @@ class FlatTable(Mapping):
         self._index = dict(zip(keys, range(len(keys))))
         self._keys = keys
         self._built: list[Any] = [None] * len(rows)
+        self._all: list[Any] | None = None  # every model, once all are built
 
     def _at(self, pos: int) -> Any:
         m = self._built[pos]
@@ -346,10 +347,16 @@ class FlatTable(Mapping):
         return len(self._keys)
 
     def values(self):  # noqa: D102  (in file order, built once)
-        return [self._at(i) for i in range(len(self._keys))]
+        if self._all is None:
+            self._all = [self._at(i) for i in range(len(self._keys))]
+        return list(self._all)
 
     def items(self):  # noqa: D102
         return list(zip(self._keys, self.values()))
+
+    def get(self, key: Any, default: Any = None) -> Any:  # noqa: D102
+        pos = self._index.get(key)
+        return default if pos is None else self._at(pos)
 
     def column(self, name: str) -> list:
         """One field of every valid record, in file order (MISSING where absent: the model's default)."""
