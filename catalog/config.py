@@ -11,6 +11,7 @@ import hashlib
 import re
 from decimal import Decimal
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -57,7 +58,15 @@ def _at_most_9_places(v: Decimal) -> Decimal:
     return v
 
 
+def _not_negative(v: Decimal) -> Decimal:
+    """Prices, tier prices, flat fees and fee amounts: a discount is a promotion, never a negative price."""
+    if v < 0:
+        raise ValueError("must not be negative (a discount is a promotion)")
+    return v
+
+
 Money = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidator(_at_most_9_places)]
+Charge = Annotated[Money, AfterValidator(_not_negative)]  # an amount charged: never below 0
 Instant = dt.datetime | dt.date  # a date means midnight in the customer's time zone
 
 ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,199}$")
@@ -73,6 +82,15 @@ ISO_MINOR_UNITS: dict[str, int] = {
     **{c: 0 for c in "JPY KRW VND CLP ISK UGX XAF XOF PYG RWF".split()},
     **{c: 3 for c in "BHD KWD OMR JOD TND IQD LYD".split()},
 }
+
+
+def timezone_problem(name: str) -> str | None:
+    """None for an IANA time zone name, else the problem."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown IANA time zone {name!r}"
+    return None
 
 
 def to_utc(value: Instant, tz: str = "UTC") -> dt.datetime:
@@ -102,10 +120,9 @@ class Customer(Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        problem = timezone_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
 
@@ -177,8 +194,8 @@ class ProductItem(Model):
 
 class Tier(Model):
     up_to: Optional[Money] = None
-    unit_price: Money = Decimal(0)
-    flat_fee: Money = Decimal(0)
+    unit_price: Charge = Decimal(0)
+    flat_fee: Charge = Decimal(0)
 
 
 class DimensionRate(Model):
@@ -207,14 +224,14 @@ class DimensionPricing(Model):
 
 class Price(Model):
     model: Literal["per_unit", "graduated", "volume", "package"]
-    unit_price: Optional[Money] = None
+    unit_price: Optional[Charge] = None
     included_units: Money = Decimal(0)
     tiers: list[Tier] = Field(default_factory=list)
     package_size: Optional[Money] = None
-    package_price: Optional[Money] = None
+    package_price: Optional[Charge] = None
     allow_partial: bool = False
-    minimum: Optional[Money] = None
-    maximum: Optional[Money] = None
+    minimum: Optional[Charge] = None
+    maximum: Optional[Charge] = None
     dimensions: Optional[DimensionPricing] = None
 
     @model_validator(mode="after")
@@ -261,7 +278,7 @@ class PlanItem(Model):
 class Fee(Model):
     fee_id: str
     name: str = ""
-    amount: Money
+    amount: Charge
     cadence: Literal["recurring", "one_time"] = "recurring"
     prorate: bool = False
     prepayable: bool = True
@@ -442,19 +459,23 @@ TABLES: dict[str, tuple[type[Model], str, bool]] = {
 
 
 class Catalog(BaseModel):
+    """The validated catalogue. The large flat tables (customers, subscriptions, credits) are read-only
+    mappings (a `catalog.flat.FlatTable` when loaded from files, whose models are built on first use)."""
+
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    customers: dict[str, Customer] = Field(default_factory=dict)
+    customers: Mapping[str, Customer] = Field(default_factory=dict)
     meters: dict[str, Meter] = Field(default_factory=dict)
     product_items: dict[str, ProductItem] = Field(default_factory=dict)
     plans: dict[str, Plan] = Field(default_factory=dict)
-    subscriptions: dict[str, Subscription] = Field(default_factory=dict)
-    credits: dict[str, Credit] = Field(default_factory=dict)
+    subscriptions: Mapping[str, Subscription] = Field(default_factory=dict)
+    credits: Mapping[str, Credit] = Field(default_factory=dict)
     promotions: dict[str, Promotion] = Field(default_factory=dict)
     rewards: dict[str, Reward] = Field(default_factory=dict)
     currencies: dict[str, Currency] = Field(default_factory=dict)
     alerts: dict[str, Alert] = Field(default_factory=dict)
     settings: Settings = Field(default_factory=Settings)
+    ignored_files: tuple[str, ...] = ()  # hidden names in the folder (.DS_Store, swap files), not read
 
     def minor_units(self, code: str) -> int:
         """Decimal places of a currency: a custom currency's own, else ISO 4217."""
@@ -467,27 +488,6 @@ class Catalog(BaseModel):
         return c.timezone if c else "UTC"
 
 
-def _read_records(path: Path) -> list[Any]:
-    if path.suffix in (".yaml", ".yml"):
-        with path.open(encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        return [] if data is None else data
-    import polars as pl
-
-    if path.suffix == ".csv":
-        df = pl.read_csv(path, infer_schema=False)  # every column as text; pydantic parses
-    else:
-        df = pl.read_parquet(path)
-    rows = df.to_dicts()
-    for row in rows:
-        for k in [k for k, v in row.items() if v is None or v == ""]:
-            del row[k]  # an empty cell is an absent optional field
-        for k in ("traits",):
-            if isinstance(row.get(k), str):
-                row[k] = yaml.safe_load(row[k])
-        if isinstance(row.get("product_item_ids"), str):
-            row["product_item_ids"] = [s for s in row["product_item_ids"].split("|") if s]
-    return rows
 
 
 def _loc(loc: tuple) -> str:
@@ -500,12 +500,6 @@ def _loc(loc: tuple) -> str:
     return out or "(record)"
 
 
-def _find(catalog_dir: Path, name: str, tabular: bool) -> Path | None:
-    exts = [".yaml", ".yml"] + ([".csv", ".parquet"] if tabular else [])
-    found = [catalog_dir / f"{name}{e}" for e in exts if (catalog_dir / f"{name}{e}").exists()]
-    return found[0] if found else None
-
-
 _LOADED: dict[str, Catalog] = {}  # content digest of a catalogue folder -> its Catalog (the last few)
 
 
@@ -514,7 +508,11 @@ def _digest(catalog_dir: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(catalog_dir.iterdir()):
         if f.is_file():
-            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+            h.update(f.name.encode() + b"\0")
+            with f.open("rb") as fh:
+                h.update(hashlib.file_digest(fh, "sha256").digest())
+        elif f.is_dir():
+            h.update(f.name.encode() + b"/\0")  # a folder is a problem of its own (catalog/files.py)
     return h.hexdigest()
 
 
@@ -536,135 +534,255 @@ def load_catalog(catalog_dir: Path | str) -> Catalog:
     return _LOADED[key]
 
 
+class _View:
+    """What cross-checks see of one table: every record, valid (a model) or not (its raw mapping)."""
+
+    def __init__(self, label: str, key: str):
+        self.label = label
+        self.key = key
+        self.read = True                      # False: the file could not be read (references into it are not judged)
+        self.present: set[str] = set()        # keys of every record, valid or not
+        self.records: list[tuple[int, Any]] = []  # (record number, model or raw mapping) of a YAML table
+        self.flat = None                      # catalog.flat.FlatResult of a flat table
+
+    def where(self, number: int, ident: Any, label: str | None = None) -> str:
+        shown = f" ({self.key}={ident})" if ident is not None else ""
+        return f"{label or self.label}: record {number}{shown}"
+
+    def unknown(self, value: Any) -> bool:
+        """A reference to this table names nothing in it (only judged when the file was read)."""
+        return self.read and isinstance(value, str) and value not in self.present
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+def _read_yaml(path: Path, empty: str) -> Any:
+    with path.open(encoding="utf-8") as f:
+        data = yaml.load(f, Loader=yaml.CSafeLoader)
+    if data is None:
+        raise _Unreadable(f"the file is empty; {empty}")
+    return data
+
+
+class _Unreadable(Exception):
+    pass
+
+
 def _load(catalog_dir: Path) -> Catalog:
-    problems: list[str] = []
-    tables: dict[str, dict[str, Any]] = {}
+    from catalog.files import find_files, label
+    from catalog.flat import MISSING, Unreadable, load_flat
+
+    files = find_files(catalog_dir)
+    problems: list[str] = list(files.problems)
+    tables: dict[str, Any] = {}
+    views: dict[str, _View] = {}
     for name, (model, key, tabular) in TABLES.items():
+        path = files.paths.get(name)
+        view = views[name] = _View(label(path) if path else f"catalog/{name}.yaml", key)
         tables[name] = {}
-        path = _find(catalog_dir, name, tabular)
+        if name in files.rejected:
+            view.read = False  # its file was refused: references into it cannot be judged
         if path is None:
             continue
-        label = f"catalog/{path.name}"
+        if tabular:
+            try:
+                res = load_flat(path, name, model, key)
+            except Unreadable as e:
+                problems.append(f"{view.label}: {e}")
+                view.read = False
+                continue
+            problems.extend(res.problems)
+            view.present, view.flat, tables[name] = res.present, res, res.table
+            continue
         try:
-            records = _read_records(path)
-        except Exception as e:  # unreadable YAML/CSV: one line, the parser's own words
-            problems.append(f"{label}: cannot be read: {' '.join(str(e).split())}")
+            records = _read_yaml(path, "write [] for a table with no records")
+        except _Unreadable as e:
+            problems.append(f"{view.label}: {e}")
+            view.read = False
+            continue
+        except Exception as e:  # unreadable YAML: one line, the parser's own words
+            problems.append(f"{view.label}: cannot be read: {' '.join(str(e).split())}")
+            view.read = False
             continue
         if not isinstance(records, list):
-            problems.append(f"{label}: must be a list of records")
+            problems.append(f"{view.label}: must be a list of records")
+            view.read = False
             continue
         for i, rec in enumerate(records, start=1):
             ident = rec.get(key) if isinstance(rec, dict) else None
-            where = f"{label}: record {i}" + (f" ({key}={ident})" if ident is not None else "")
+            where = view.where(i, ident)
             if not isinstance(rec, dict):
                 problems.append(f"{where}: must be a mapping of field: value")
                 continue
+            if isinstance(ident, str):
+                view.present.add(ident)
             try:
                 obj = model.model_validate(rec)
             except ValidationError as e:
                 for err in e.errors():
                     msg = err["msg"].removeprefix("Value error, ")
                     problems.append(f"{where}: {_loc(err['loc'])}: {msg}")
+                view.records.append((i, rec))
                 continue
             k = getattr(obj, key)
             if k in tables[name]:
                 problems.append(f"{where}: {key}: duplicate {key} {k!r}")
                 continue
             tables[name][k] = obj
-    settings = Settings()
-    spath = _find(catalog_dir, "settings", False)
+            view.records.append((i, obj))
+    settings, settings_ok = Settings(), True
+    spath = files.paths.get("settings")
     if spath is not None:
+        settings_ok = False
         try:
-            raw = yaml.safe_load(spath.read_text(encoding="utf-8")) or {}
+            raw = _read_yaml(spath, "write {} for the default settings")
             settings = Settings.model_validate(raw)
+            settings_ok = True
         except ValidationError as e:
             for err in e.errors():
                 problems.append(f"catalog/{spath.name}: {_loc(err['loc'])}: {err['msg'].removeprefix('Value error, ')}")
+        except _Unreadable as e:
+            problems.append(f"catalog/{spath.name}: {e}")
         except Exception as e:
             problems.append(f"catalog/{spath.name}: cannot be read: {' '.join(str(e).split())}")
+    problems += _cross_check(views, settings if settings_ok else None, MISSING)
     if problems:
         raise CatalogError(problems)
-    cat = Catalog(settings=settings, **tables)
-    problems = cross_check(cat)
-    if problems:
-        raise CatalogError(problems)
-    return cat
+    return Catalog.model_construct(settings=settings, ignored_files=tuple(files.ignored), **tables)
 
 
-def cross_check(cat: Catalog) -> list[str]:
-    """References between tables, currencies, and non-overlapping subscriptions."""
+def _cross_check(v: dict[str, _View], settings: Settings | None, MISSING: Any) -> list[str]:
+    """References between tables, currencies, and non-overlapping subscriptions, over every record
+    (an invalid record's readable references too). A reference to a record that is present but
+    invalid is not reported (the record's own problem is); one into a file that could not be read
+    is not judged."""
     p: list[str] = []
+    meters, items, plans, customers, currencies = (v[t] for t in ("meters", "product_items", "plans", "customers",
+                                                                  "currencies"))
 
-    def known_currency(code: str) -> bool:
-        return code in cat.currencies or code in ISO_MINOR_UNITS
+    def unknown_currency(code: Any) -> bool:
+        return isinstance(code, str) and code not in ISO_MINOR_UNITS and currencies.unknown(code)
 
-    for i, m in enumerate(cat.product_items.values(), 1):
-        if m.meter_api_name not in cat.meters:
-            p.append(f"catalog/product_items.yaml: record {i} (product_item_id={m.product_item_id}): "
-                     f"meter_api_name: unknown meter {m.meter_api_name!r}")
-    for i, pl_ in enumerate(cat.plans.values(), 1):
-        where = f"catalog/plans.yaml: record {i} (plan_id={pl_.plan_id})"
-        if not known_currency(pl_.currency):
-            p.append(f"{where}: currency: unknown currency {pl_.currency!r} (not ISO 4217 and not in currencies)")
+    for i, m in items.records:
+        ref = _get(m, "meter_api_name")
+        if meters.unknown(ref):
+            p.append(f"{items.where(i, _get(m, 'product_item_id'))}: meter_api_name: unknown meter {ref!r}")
+    for i, pl_ in plans.records:
+        where = plans.where(i, _get(pl_, "plan_id"))
+        cur = _get(pl_, "currency")
+        if unknown_currency(cur):
+            p.append(f"{where}: currency: unknown currency {cur!r} (not ISO 4217 and not in currencies)")
         seen = set()
-        for j, it in enumerate(pl_.items):
-            if it.product_item_id not in cat.product_items:
-                p.append(f"{where}: items[{j}].product_item_id: unknown product item {it.product_item_id!r}")
-            if it.product_item_id in seen:
+        its = _get(pl_, "items", [])
+        for j, it in enumerate(its if isinstance(its, list) else []):
+            pid = _get(it, "product_item_id") if isinstance(it, (dict, PlanItem)) else None
+            if not isinstance(pid, str):
+                continue
+            if items.unknown(pid):
+                p.append(f"{where}: items[{j}].product_item_id: unknown product item {pid!r}")
+            if pid in seen:
                 p.append(f"{where}: items[{j}].product_item_id: listed twice")
-            seen.add(it.product_item_id)
-    for i, c in enumerate(cat.currencies.values(), 1):
-        if c.base_currency not in ISO_MINOR_UNITS:
-            p.append(f"catalog/currencies.yaml: record {i} (code={c.code}): base_currency: "
-                     f"{c.base_currency!r} is not an ISO 4217 currency")
-    by_customer: dict[str, list[Subscription]] = {}
-    for i, s in enumerate(cat.subscriptions.values(), 1):
-        where = f"catalog/subscriptions: record {i} (subscription_id={s.subscription_id})"
-        if s.customer_id not in cat.customers:
-            p.append(f"{where}: customer_id: unknown customer {s.customer_id!r}")
-            continue
-        if s.plan_id not in cat.plans:
-            p.append(f"{where}: plan_id: unknown plan {s.plan_id!r}")
-        tz = cat.timezone(s.customer_id)
-        if s.end is not None and to_utc(s.end, tz) <= to_utc(s.start, tz):
-            p.append(f"{where}: end: must be after start")
-        by_customer.setdefault(s.customer_id, []).append(s)
-    for cid, subs in by_customer.items():
-        tz = cat.timezone(cid)
-        subs = sorted(subs, key=lambda s: to_utc(s.start, tz))
-        for a, b in zip(subs, subs[1:]):
-            if a.end is None or to_utc(a.end, tz) > to_utc(b.start, tz):
-                p.append(f"catalog/subscriptions: subscription_id={b.subscription_id}: start: overlaps "
-                         f"subscription {a.subscription_id} of customer {cid}")
-    for table, items in (("credits", cat.credits), ("promotions", cat.promotions)):
-        for i, r in enumerate(items.values(), 1):
-            if r.customer_id not in cat.customers:
-                key = "grant_id" if table == "credits" else "promotion_id"
-                p.append(f"catalog/{table}: record {i} ({key}={getattr(r, key)}): customer_id: "
-                         f"unknown customer {r.customer_id!r}")
-    for i, g in enumerate(cat.credits.values(), 1):
-        if not known_currency(g.currency):
-            p.append(f"catalog/credits: record {i} (grant_id={g.grant_id}): currency: unknown currency {g.currency!r}")
-        for pid in g.product_item_ids or []:
-            if pid not in cat.product_items:
-                p.append(f"catalog/credits: record {i} (grant_id={g.grant_id}): product_item_ids: unknown product item {pid!r}")
-    for i, pr in enumerate(cat.promotions.values(), 1):
-        if pr.applies_to != "invoice" and pr.applies_to not in cat.product_items:
-            p.append(f"catalog/promotions.yaml: record {i} (promotion_id={pr.promotion_id}): applies_to: "
-                     f"must be 'invoice' or a product_item_id, got {pr.applies_to!r}")
-    for i, r in enumerate(cat.rewards.values(), 1):
-        if r.meter_api_name not in cat.meters:
-            p.append(f"catalog/rewards.yaml: record {i} (reward_id={r.reward_id}): meter_api_name: unknown meter {r.meter_api_name!r}")
-        if r.customer_id != "*" and r.customer_id not in cat.customers:
-            p.append(f"catalog/rewards.yaml: record {i} (reward_id={r.reward_id}): customer_id: unknown customer {r.customer_id!r}")
-    for i, a in enumerate(cat.alerts.values(), 1):
-        where = f"catalog/alerts.yaml: record {i} (alert_id={a.alert_id})"
-        if a.meter_api_name and a.meter_api_name not in cat.meters:
-            p.append(f"{where}: meter_api_name: unknown meter {a.meter_api_name!r}")
-        if a.product_item_id and a.product_item_id not in cat.product_items:
-            p.append(f"{where}: product_item_id: unknown product item {a.product_item_id!r}")
-        if any(c.type == "email" for c in a.channels) and cat.settings.smtp is None:
+            seen.add(pid)
+    for i, c in currencies.records:
+        base = _get(c, "base_currency")
+        if isinstance(base, str) and base not in ISO_MINOR_UNITS:
+            p.append(f"{currencies.where(i, _get(c, 'code'))}: base_currency: {base!r} is not an ISO 4217 currency")
+    p += _check_subscriptions(v["subscriptions"], customers, plans, MISSING)
+    credits = v["credits"]
+    if credits.flat is not None:
+        f = credits.flat.fields
+        gid, cid = f["grant_id"], f["customer_id"]
+        for r, c in enumerate(cid):
+            if customers.unknown(c):
+                p.append(f"{credits.where(r + 1, _ident(gid[r], MISSING), 'catalog/credits')}: customer_id: "
+                         f"unknown customer {c!r}")
+    promotions = v["promotions"]
+    for i, r in promotions.records:
+        c = _get(r, "customer_id")
+        if customers.unknown(c):
+            p.append(f"{promotions.where(i, _get(r, 'promotion_id'), 'catalog/promotions')}: customer_id: "
+                     f"unknown customer {c!r}")
+    if credits.flat is not None:
+        f = credits.flat.fields
+        for r, (g, cur, pids) in enumerate(zip(f["grant_id"], f["currency"], f["product_item_ids"])):
+            where = credits.where(r + 1, _ident(g, MISSING), "catalog/credits")
+            if unknown_currency(cur):
+                p.append(f"{where}: currency: unknown currency {cur!r}")
+            for pid in pids if isinstance(pids, list) else []:
+                if items.unknown(pid):
+                    p.append(f"{where}: product_item_ids: unknown product item {pid!r}")
+    for i, pr in promotions.records:
+        to = _get(pr, "applies_to", "invoice")
+        if isinstance(to, str) and to != "invoice" and items.read and to not in items.present:
+            p.append(f"{promotions.where(i, _get(pr, 'promotion_id'))}: applies_to: "
+                     f"must be 'invoice' or a product_item_id, got {to!r}")
+    rewards = v["rewards"]
+    for i, r in rewards.records:
+        where = rewards.where(i, _get(r, "reward_id"))
+        m, c = _get(r, "meter_api_name"), _get(r, "customer_id", "*")
+        if meters.unknown(m):
+            p.append(f"{where}: meter_api_name: unknown meter {m!r}")
+        if c != "*" and customers.unknown(c):
+            p.append(f"{where}: customer_id: unknown customer {c!r}")
+    alerts = v["alerts"]
+    for i, a in alerts.records:
+        where = alerts.where(i, _get(a, "alert_id"))
+        m, it = _get(a, "meter_api_name"), _get(a, "product_item_id")
+        if m and meters.unknown(m):
+            p.append(f"{where}: meter_api_name: unknown meter {m!r}")
+        if it and items.unknown(it):
+            p.append(f"{where}: product_item_id: unknown product item {it!r}")
+        chans = _get(a, "channels", [])
+        if (settings is not None and settings.smtp is None and isinstance(chans, list)
+                and any(_get(c, "type") == "email" for c in chans if isinstance(c, (dict, Channel)))):
             p.append(f"{where}: channels: an email channel needs smtp in settings.yaml")
-    if cat.settings.default_plan_id and cat.settings.default_plan_id not in cat.plans:
-        p.append(f"catalog/settings.yaml: default_plan_id: unknown plan {cat.settings.default_plan_id!r}")
+    if settings is not None and settings.default_plan_id and plans.unknown(settings.default_plan_id):
+        p.append(f"catalog/settings.yaml: default_plan_id: unknown plan {settings.default_plan_id!r}")
+    return p
+
+
+def _ident(value: Any, MISSING: Any) -> Any:
+    return None if value is MISSING else value
+
+
+def _check_subscriptions(subs: _View, customers: _View, plans: _View, MISSING: Any) -> list[str]:
+    """Every subscription's customer and plan; `end` after `start`; a customer's subscriptions do not overlap."""
+    p: list[str] = []
+    if subs.flat is None:
+        return p
+    f = subs.flat.fields
+    sid, cid, pid, start, end = (f[k] for k in ("subscription_id", "customer_id", "plan_id", "start", "end"))
+    label = "catalog/subscriptions"
+    tz_of: dict[str, str] = {}
+    if customers.flat is not None:
+        cf = customers.flat.fields
+        tz_of = {c: z for c, z in zip(cf["customer_id"], cf["timezone"]) if z is not MISSING and z != "UTC"}
+    skip = subs.flat.duplicates | subs.flat.bad["customer_id"] | subs.flat.bad["start"] | subs.flat.bad["end"]
+    timed: dict[str, list[int]] = {}
+    for r in range(len(sid)):
+        c = cid[r]
+        if customers.unknown(c):
+            p.append(f"{subs.where(r + 1, _ident(sid[r], MISSING), label)}: customer_id: unknown customer {c!r}")
+            continue
+        if plans.unknown(pid[r]):
+            p.append(f"{subs.where(r + 1, _ident(sid[r], MISSING), label)}: plan_id: unknown plan {pid[r]!r}")
+        s, e = start[r], end[r]
+        if r in skip or c is MISSING or s is MISSING:
+            continue
+        if e is not MISSING and e is not None:
+            tz = tz_of.get(c, "UTC")
+            if to_utc(e, tz) <= to_utc(s, tz):
+                p.append(f"{subs.where(r + 1, _ident(sid[r], MISSING), label)}: end: must be after start")
+        timed.setdefault(c, []).append(r)
+    for c, rows in timed.items():
+        if len(rows) < 2:
+            continue
+        tz = tz_of.get(c, "UTC")
+        rows = sorted(rows, key=lambda r: to_utc(start[r], tz))
+        for a, b in zip(rows, rows[1:]):
+            ea = end[a]
+            if ea is MISSING or ea is None or to_utc(ea, tz) > to_utc(start[b], tz):
+                p.append(f"{label}: subscription_id={sid[b]}: start: overlaps subscription {sid[a]} of customer {c}")
     return p

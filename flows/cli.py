@@ -277,6 +277,8 @@ def check(lake: Optional[str] = LAKE):
     out.print(f"catalogue OK: {len(cat.customers)} customers, {len(cat.meters)} meters, "
               f"{len(cat.product_items)} product items, {len(cat.plans)} plans, "
               f"{len(cat.subscriptions)} subscriptions, {len(cat.alerts)} alerts")
+    if cat.ignored_files:
+        out.print(f"ignored hidden files: {', '.join(cat.ignored_files)}")
 
 
 @app.command()

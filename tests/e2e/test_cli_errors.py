@@ -62,7 +62,10 @@ def test_bad_catalogue_lists_every_problem_and_writes_nothing(cli, tmp_path):
     assert any(l.startswith("catalog/plans.yaml: record 1 (plan_id=basic): billing_period.interval: Input should be")
                for l in lines)
     assert "catalog/plans.yaml: record 1 (plan_id=basic): items[0].price: per_unit needs unit_price" in lines
-    assert lines[-1] == "meterbill run: the catalogue has 3 problem(s); nothing was written"
+    # cross-file references in the same pass, the invalid plan's own included (SPEC §3)
+    assert "catalog/plans.yaml: record 1 (plan_id=basic): items[0].product_item_id: unknown product item 'nope'" in lines
+    assert "catalog/subscriptions: record 2 (subscription_id=s2): plan_id: unknown plan 'pro'" in lines
+    assert lines[-1] == "meterbill run: the catalogue has 5 problem(s); nothing was written"
     assert "Traceback" not in err
     assert not (lake / "warehouse").exists()
 
