@@ -340,6 +340,8 @@ class Promotion(Model):
             raise ValueError("value must be ≥ 0")
         if self.type == "percentage" and self.value > 100:
             raise ValueError("a percentage promotion's value must be at most 100")
+        if self.max_discount_per_period is not None and self.max_discount_per_period < 0:
+            raise ValueError("max_discount_per_period must be ≥ 0")
         return self
 
 
@@ -358,6 +360,13 @@ class Reward(Model):
             raise ValueError("must be > 0")
         return v
 
+    @field_validator("credit")
+    @classmethod
+    def _not_negative(cls, v: Decimal) -> Decimal:
+        if v < 0:
+            raise ValueError("must not be negative (a reward grants a credit)")
+        return v
+
 
 class Currency(Model):
     code: str
@@ -365,6 +374,13 @@ class Currency(Model):
     minor_units: int = Field(ge=0, le=9)
     base_currency: str
     rate: Money
+
+    @field_validator("rate")
+    @classmethod
+    def _pos(cls, v: Decimal) -> Decimal:
+        if v <= 0:
+            raise ValueError("must be > 0 (the value of one unit in the base currency)")
+        return v
 
 
 class Channel(Model):

@@ -65,3 +65,25 @@ def test_zero_prices_and_fees_are_allowed(tmp_path):
     """}))
     assert cat.plans["basic"].fees[0].amount == 0
     assert cat.plans["basic"].items[0].price.unit_price == 0
+
+
+def test_negative_reward_credit_promotion_cap_and_currency_rate_are_refused(tmp_path):
+    cat = write(tmp_path, {
+        "rewards.yaml": """
+            - {reward_id: r1, meter_api_name: api_calls, per_units: 100, credit: "-1"}
+        """,
+        "promotions.yaml": """
+            - {promotion_id: p1, customer_id: c1, type: percentage, value: 10, start: 2026-01-01,
+               max_discount_per_period: "-5"}
+        """,
+        "currencies.yaml": """
+            - {code: CRD, name: Credits, minor_units: 2, base_currency: USD, rate: "0"}
+        """,
+    })
+    got = problems(cat)
+    assert any(p.startswith("catalog/rewards.yaml: record 1") and "credit" in p and "must not be negative" in p
+               for p in got), got
+    assert any(p.startswith("catalog/promotions.yaml: record 1") and "max_discount_per_period must be ≥ 0" in p
+               for p in got), got
+    assert any(p.startswith("catalog/currencies.yaml: record 1") and "rate" in p and "must be > 0" in p
+               for p in got), got
