@@ -1,7 +1,8 @@
 """The ingest flow: `<lake>/raw/**` -> `events`, `quarantine`, `ingest_files` (SPEC §2, §7).
 
 `run_ingest` does the work; `ingest_flow` wraps the same steps in coarse Prefect tasks (plan,
-one task per batch of files, commit) and publishes the report as the artifact "ingest-report".
+revalidate when there are quarantined records to judge again, one task per batch of files,
+commit) and publishes the report as the artifact "ingest-report".
 
 How a run goes
 --------------
@@ -10,7 +11,13 @@ How a run goes
    order; hash each (sha256); a file whose hash is in `ingest_files` (or repeats an earlier
    file of this run) is skipped. A file whose size, mtime, ctime and inode are those recorded
    with its hash by an earlier run (`_state/raw_hashes.json`) keeps that hash without being
-   read again: the landing zone is not re-read every hour (`known_hashes`).
+   read again: the landing zone is not re-read every hour (`known_hashes`). A path ingested
+   before with other bytes is a new version: it replaces the old one in quarantine and
+   ingest_files. The quarantined records to judge again are found (transforms/ingest/requeue.py:
+   the clock-dependent reasons when the run's clock changes their verdict, and the reasons of
+   `requeue`).
+1b. revalidate: those records are replayed through the parse and rules of their source's format
+   and deduplicated as a group of their own, before the new files (they were read first).
 2. per batch of files (~256 MB): read each file in batches of ~200k records, normalize and
    parse in DuckDB, validate with Pandera (transforms/ingest); valid records are staged as
    candidate Parquet, rejected ones as quarantine Parquet, in the run's scratch folder. A file
@@ -20,15 +27,18 @@ How a run goes
    earlier runs on the same UTC dates, loaded partition by partition, plus this run's earlier
    batches); the winners are staged. Progress: one line per file.
 3. commit: the winners are written as one Parquet file per event-date partition, quarantine
-   and ingest_files rows as one file each, all in scratch space; then `Lake.commit` moves them
-   into the warehouse under a journal.
+   and ingest_files rows as one file each, all in scratch space; the quarantine and ingest_files
+   files whose rows moved or were replaced are written again beside them; then `Lake.commit`
+   moves them into the warehouse under a journal (a rewritten file is renamed over its old
+   copy, which is atomic).
 
 Crash safety (write order)
 --------------------------
 Nothing is written under `warehouse/<table>/` before step 3's `Lake.commit`. It first writes
 and fsyncs `warehouse/.journal/ingest-<run>.json` listing every move, then renames in this order:
-events files, the quarantine file, and last the ingest_files file (the record that the raw
-files are done), then deletes the journal. So:
+events files, the quarantine file, the rewritten quarantine files, the rewritten ingest_files
+files, and last the ingest_files file (the record that the raw files are done), then deletes
+the journal. So:
 - a crash before the journal exists leaves every table as it was (the scratch folder is garbage,
   removed by the next run, which ingests the same files again from scratch);
 - a crash after it is rolled *forward* by the next run before it plans (every staged file is
@@ -49,7 +59,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import flows  # noqa: F401  (Prefect environment before prefect is imported)
 import duckdb
@@ -62,26 +72,27 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from catalog.config import VALUELESS_TYPES, Catalog
 from catalog.lake import Lake, duck, sql_str
-from catalog.schemas import conform
+from catalog.schemas import SCHEMAS, conform
 from flows.common import UsageError, open_catalog, open_lake, parse_instant
 from transforms.ingest.dedupe import (
     create_seen_sql, events_keys_sql, events_sql, firsts_sql, remember_sql, taken_sql, winners_sql,
 )
 from transforms.ingest.formats import SUPPORTED, Format, detect_format
-from transforms.ingest.normalize import normalize_sql, prepare, typed_parquet
+from transforms.ingest.normalize import normalize_sql, parse_batch, prepare, typed_parquet
 from transforms.ingest.pipeline import (
     CANDIDATE_DDL, SCRATCH_PARQUET as _SCRATCH_PARQUET, candidates, ingest_batch, quarantine_rows, stage_typed_parquet,
     unreadable_row,
 )
 from transforms.ingest.readers import (
-    DEFAULT_BATCH_ROWS, CsvNeedsRecordParser, UnreadableFile, parquet_file, read_batches,
+    DEFAULT_BATCH_ROWS, CsvNeedsRecordParser, UnreadableFile, parquet_file, read_batches, read_rows,
 )
 from transforms.ingest.report import (
     STATUS_INGESTED, STATUS_SKIPPED, STATUS_UNREADABLE, FileResult, IngestReport,
 )
-from transforms.ingest.validate import Rules
+from transforms.ingest.requeue import replay_batches, requeue_sql
+from transforms.ingest.validate import REASONS, Rules
 
-__all__ = ["FileResult", "IngestReport", "IngestRun", "ingest_flow", "run_ingest"]
+__all__ = ["FileResult", "IngestReport", "IngestRun", "ingest_flow", "requeue_reasons", "run_ingest"]
 
 GROUP_BYTES = 256 << 20  # raw bytes per batch of files (one Prefect task, one dedup pass)
 GROUP_FILES = 500
@@ -125,6 +136,24 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+CLOCK_STATE = "ingest_clock"  # warehouse/_state/ingest_clock.json: {"ingested_at": the last run's}
+CHANGED_DETAIL = ("row {} of an earlier version of this file was accepted as another event; events are never "
+                  "deleted: cancel that event and land the corrected record in a new file")
+
+
+def requeue_reasons(values: Iterable[str] | None) -> list[str]:
+    """The reasons named by `--requeue` (repeated, or comma lists), checked against the reason table."""
+    names = [n.strip() for v in (values or ()) for n in str(v).split(",") if n.strip()]
+    for n in names:
+        if n == "unreadable_file":
+            raise UsageError("--requeue: unreadable_file is a whole file, not a record: fix the file and land it "
+                             "again (its new bytes are ingested as a new version)")
+        if n not in REASONS:
+            raise UsageError(f"--requeue: {n!r} is not a quarantine reason "
+                             f"(one of {', '.join(r for r in REASONS if r != 'unreadable_file')})")
+    return sorted(set(names))
+
+
 HASHES_STATE = "raw_hashes"  # warehouse/_state/raw_hashes.json: {raw path: [size, mtime_ns, ctime_ns, inode, sha256]}
 RACY_NS = 2_000_000_000  # a file changed this recently may change again within the same timestamps
 _SHA256_HEX = re.compile("[0-9a-f]{64}")
@@ -157,6 +186,16 @@ def hash_file(path: Path, rel: str, known: dict[str, list], now_ns: int) -> tupl
     return sha, st.st_size, keep
 
 
+def _last_clock(lk: Lake) -> dt.datetime | None:
+    """The `ingested_at` of the last run that committed (a run that only moves quarantined
+    records writes no ingest_files row of its own); None if unknown."""
+    try:
+        state = lk.read_state(CLOCK_STATE)
+        return dt.datetime.fromisoformat(state["ingested_at"]).astimezone(dt.timezone.utc) if state else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _arrival_instant(last: dt.datetime | None) -> dt.datetime:
     """Now (UTC), but always after the previous run's `ingested_at`.
 
@@ -186,7 +225,7 @@ class IngestRun:
     def __init__(self, lk: Lake, cat: Catalog, as_of: dt.datetime, max_event_age_days: int | None = None,
                  progress: Callable[[str], None] | None = None, memory_limit: str | None = None,
                  ingested_at: dt.datetime | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
-                 group_bytes: int = GROUP_BYTES):
+                 group_bytes: int = GROUP_BYTES, requeue: Iterable[str] = ()):
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=dt.timezone.utc)
         self.lk, self.cat = lk, cat
@@ -196,6 +235,7 @@ class IngestRun:
         age = cat.settings.max_event_age_days if max_event_age_days is None else int(max_event_age_days)
         valueless = frozenset(n for n, m in cat.meters.items() if m.type in VALUELESS_TYPES)
         self.rules = Rules(self.as_of, age, valueless)
+        self.requeue = requeue_reasons(requeue)
         self.progress = progress
         self.memory_limit = memory_limit
         self.batch_rows = batch_rows
@@ -213,6 +253,16 @@ class IngestRun:
         self._unremembered: dict[dt.date, list[Path]] = {}  # this run's events files whose keys are not in `seen`
         self._event_files: list[Path] = []
         self._groups = 0
+        # earlier versions and quarantined records judged again (see plan and revalidate)
+        self._prior: pl.DataFrame | None = None  # ingest_files rows, `__file` their file, `__i` a row index
+        self._superseded: set[str] = set()  # source files whose earlier version this run replaces
+        self._requeue_rows: pl.DataFrame | None = None  # (filename, source_file, row_number, reason)
+        self._q_files: set[str] = set()  # quarantine files to write again
+        self._q_drop: list[tuple[str, int]] = []  # quarantine rows that leave (accepted or duplicates)
+        self._q_change: list[tuple[str, int, str, str]] = []  # rows still quarantined under another reason
+        self._deltas: dict[int, list[int]] = {}  # ingest_files row (`__i`) -> [accepted, duplicates, quarantined] moves
+        self._revalidated: Counter[str] = Counter()
+        self._revalidated_accepted = self._revalidated_duplicates = 0
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> "IngestRun":
@@ -245,11 +295,18 @@ class IngestRun:
             for d in self.lk.stage_dirs("ingest-"):
                 shutil.rmtree(d, ignore_errors=True)  # died before committing: nothing of it is in a table
         known: set[str] = set()
-        last = None
+        recorded: dict[str, str] = {}  # source file -> the sha256 of its version in ingest_files
+        last = _last_clock(self.lk)
         if self.lk.exists("ingest_files"):
-            prior = self.lk.scan("ingest_files").select("sha256", "ingested_at").collect()
+            prior = (pl.scan_parquet(self.lk.table_glob("ingest_files"), schema=SCHEMAS["ingest_files"],
+                                     missing_columns="insert", extra_columns="ignore", include_file_paths="__file")
+                     .collect().with_row_index("__i"))
+            self._prior = prior
             known = set(prior["sha256"].to_list())
-            last = prior["ingested_at"].max()
+            for src, sha in prior.sort("ingested_at").select("source_file", "sha256").iter_rows():
+                recorded[src] = sha
+            top = prior["ingested_at"].max()
+            last = top if last is None or (top is not None and top > last) else last
         self.ingested_at = self._ingested_at or _arrival_instant(last)
         first_of: dict[str, str] = {}
         try:
@@ -275,14 +332,22 @@ class IngestRun:
                 r.status, r.error = STATUS_SKIPPED, f"same content as raw/{first_of[sha]}"
             else:
                 first_of[sha] = rel
+                if rel in recorded:  # a new version of a file: it replaces the old one
+                    r.supersedes = recorded[rel]
+                    self._superseded.add(rel)
             self.results.append(r)
         if keep != hashes:
             self.lk.write_state(HASHES_STATE, keep)
+        self._plan_quarantine()
         new = [f for f, r in zip(self.files, self.results) if r.status != STATUS_SKIPPED]
-        if new:
+        if new or self._requeue_rows is not None:
             h = hashlib.sha256(self.as_of.isoformat().encode())
+            h.update(self.ingested_at.isoformat().encode())
             for sha in sorted(f.sha256 for f in new):
                 h.update(sha.encode())
+            if self._requeue_rows is not None:
+                for src, rn in self._requeue_rows.select("source_file", "row_number").sort(pl.all()).iter_rows():
+                    h.update(f"{len(src)}:{src}:{rn};".encode())
             self.run_id = h.hexdigest()[:16]
             self.stage = self.lk.stage_dir(f"ingest-{self.run_id}")
         groups: list[list[int]] = []
@@ -303,6 +368,132 @@ class IngestRun:
         if cur:
             groups.append(cur)
         return groups
+
+    @property
+    def plans_revalidation(self) -> bool:
+        return self._requeue_rows is not None
+
+    def _plan_quarantine(self) -> None:
+        """The quarantined records this run judges again (transforms/ingest/requeue.py), and the
+        quarantine files holding rows of the files it replaces. Reads the reason column of the
+        quarantine table; the other columns only of the rows that pass its filter."""
+        if not self.lk.exists("quarantine"):
+            return
+        con = duck(self.lk, self.memory_limit)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            q = f"read_parquet({sql_str(self.lk.table_glob('quarantine'))}, filename = true, union_by_name = true)"
+            rows = con.sql(requeue_sql(q, self.rules, self.requeue)).pl()
+            if self._superseded:
+                con.register("__replaced", pa.table({"source_file": pa.array(sorted(self._superseded), pa.string())}))
+                held = con.sql(f"SELECT DISTINCT filename FROM {q} "
+                               "WHERE source_file IN (SELECT source_file FROM __replaced)").fetchall()
+                self._q_files.update(f for (f,) in held)
+        finally:
+            con.close()
+        # a replaced file's records are judged afresh from its new version; a record needs its file's row
+        known = self._prior["source_file"].unique() if self._prior is not None else pl.Series([], dtype=pl.String)
+        rows = rows.filter(~pl.col("source_file").is_in(sorted(self._superseded))
+                           & pl.col("source_file").is_in(known.implode()))
+        self._requeue_rows = rows if rows.height else None
+
+    def revalidate(self) -> None:
+        """Judge the planned quarantined records again, as one group before the new files (they
+        were read first): replayed through the parse and rules of their source's format, the
+        valid ones deduplicated (first accepted key wins, against the lake and this run) and
+        staged as events with their own source_file and row_number; their quarantine rows go and
+        their file's counts move. A record still invalid keeps its row, under its new reason if
+        that changed."""
+        if self._requeue_rows is None:
+            return
+        con = self._connect()
+        plan = self._requeue_rows
+        con.register("__rq", plan.select("source_file", "row_number").to_arrow())
+        try:
+            rows = con.sql(
+                f"SELECT source_file, row_number, reason, detail, raw, ingested_at, filename "
+                f"FROM read_parquet({_paths(sorted(plan['filename'].unique()))}, filename = true, union_by_name = true) q "
+                "WHERE EXISTS (SELECT 1 FROM __rq r WHERE r.source_file = q.source_file AND r.row_number = q.row_number)"
+            ).pl()
+        finally:
+            con.unregister("__rq")
+        where = rows.select("source_file", "row_number", "filename")  # every file holding such a row
+        rows = rows.sort("source_file", "row_number", "ingested_at").unique(["source_file", "row_number"], keep="last",
+                                                                            maintain_order=True)
+        current = self._prior.sort("ingested_at").unique("source_file", keep="last")
+        fmt_of = dict(current.select("source_file", "format").iter_rows())
+        sha_of = dict(current.select("source_file", "sha256").iter_rows())
+        raw_now = {f.source_file: f for f, r in zip(self.files, self.results)}
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND} ({CANDIDATE_DDL})")
+        sources = sorted(rows["source_file"].unique().to_list())
+        valid_rows: list[tuple[int, int]] = []  # (source index, row_number) of the records now valid
+        old_reason: dict[tuple[str, int], str] = dict(
+            ((a, b), c) for a, b, c in rows.select("source_file", "row_number", "reason").iter_rows())
+        for seq, src in enumerate(sources):
+            part = rows.filter(pl.col("source_file") == src)
+            fmt = detect_format("x." + (fmt_of.get(src) or ""))
+            if fmt is None:
+                continue
+            f = raw_now.get(src)
+            for b in self._replay(part, fmt, f if f is not None and f.sha256 == sha_of.get(src) else None):
+                v = ingest_batch(con, b, self.rules)
+                self._revalidated.update(old_reason[(src, rn)] for rn in b.table["__rn"].to_pylist())
+                if v.accepted.height:
+                    self._insert_candidates(candidates(v.accepted, seq, src, self.ingested_at))
+                    valid_rows += [(seq, rn) for rn in v.accepted["row_number"].to_list()]
+                for rn, reason, detail in v.rejected.select("row_number", "reason", "detail").iter_rows():
+                    if reason != old_reason[(src, rn)]:
+                        self._q_change.append((src, rn, reason, detail))
+        if not self._revalidated:
+            return
+        written_rows: set[tuple[str, int]] = set()
+        if valid_rows:
+            _, written = self._write_winners()
+            if written:
+                written_rows = set(con.sql(f"SELECT source_file, row_number FROM read_parquet({_paths(written)}, "
+                                           "hive_partitioning = true)").fetchall())
+        # the moves, on the ingest_files row of the run that quarantined each record
+        moved = {(sources[seq], rn) for seq, rn in valid_rows}
+        at = dict(((a, b), c) for a, b, c in rows.select("source_file", "row_number", "ingested_at").iter_rows())
+        for src, rn in sorted(moved):
+            d = self._deltas.setdefault(self._prior_row(src, at[(src, rn)]), [0, 0, 0])
+            d[0 if (src, rn) in written_rows else 1] += 1
+            d[2] -= 1
+        self._q_drop += sorted(moved)
+        changed = moved | {(a, b) for a, b, _, _ in self._q_change}
+        self._q_files.update(fn for a, b, fn in where.iter_rows() if (a, b) in changed)
+        self._revalidated_accepted = sum(1 for k in moved if k in written_rows)
+        self._revalidated_duplicates = len(moved) - self._revalidated_accepted
+        if self.progress:
+            self.progress(f"re-validated {sum(self._revalidated.values())} quarantined records of {len(sources)} "
+                          f"file(s): {self._revalidated_accepted} accepted, {self._revalidated_duplicates} duplicates, "
+                          f"{sum(self._revalidated.values()) - len(moved)} still quarantined")
+
+    def _replay(self, rows: pl.DataFrame, fmt: Format, f: RawFile | None):
+        """Raw batches of quarantined records: a Parquet record from its file when the file is the
+        version that was ingested (its columns as typed), else from the stored `raw` record."""
+        if fmt.kind == "parquet" and f is not None:
+            try:
+                return list(read_rows(f.path, fmt, rows["row_number"].to_list(), scratch_dir=self.stage))
+            except _NOT_THE_FILE:
+                raise
+            except _READ_ERRORS:
+                pass  # the stored record, then
+        return replay_batches(rows, fmt.kind)
+
+    def _prior_row(self, source_file: str, ingested_at) -> int:
+        """The ingest_files row (`__i`) of a source file's record quarantined at `ingested_at`: the
+        row of that run, else the file's latest."""
+        rows = self._prior.filter(pl.col("source_file") == source_file).sort("ingested_at")
+        same = rows.filter(pl.col("ingested_at") == ingested_at)
+        return int((same if same.height else rows)["__i"][-1])
+
+    def _insert_candidates(self, df: pl.DataFrame) -> None:
+        self.con.register("__cand", df.to_arrow())
+        try:
+            self.con.execute(f"INSERT INTO {CAND} SELECT * FROM __cand")
+        finally:
+            self.con.unregister("__cand")
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self.con is None:
@@ -375,11 +566,7 @@ class IngestRun:
                 v = ingest_batch(self.con, b, self.rules, ctf_sql)
                 rows += b.table.num_rows
                 if v.accepted.height:
-                    self.con.register("__cand", candidates(v.accepted, f.seq, f.source_file, self.ingested_at).to_arrow())
-                    try:
-                        self.con.execute(f"INSERT INTO {CAND} SELECT * FROM __cand")
-                    finally:
-                        self.con.unregister("__cand")
+                    self._insert_candidates(candidates(v.accepted, f.seq, f.source_file, self.ingested_at))
                     valid += v.accepted.height
                 if v.rejected.height:
                     quarantine_rows(v.rejected, f.source_file, self.ingested_at).write_parquet(
@@ -429,13 +616,83 @@ class IngestRun:
         self._reasons["unreadable_file"] += 1
 
     def _dedupe(self, seqs: list[int]) -> None:
-        """Deduplicate the group's candidates; write the winners as events partitions (staged)."""
+        """Deduplicate the group's candidates; write the winners as events partitions (staged).
+
+        A new version of a file: a record that is an event accepted from an earlier version
+        (same dedup key, on its date) counts as accepted, once per key; a record that would be a
+        new event at a row that such an event holds is quarantined `changed_record`."""
         for s in seqs:
             self.results[s].accepted, self.results[s].duplicates = 0, self._valid.get(s, 0)
         if not any(self._valid.get(s, 0) for s in seqs):
             return
+        replacing = {self.results[s].source_file: s for s in seqs
+                     if self.results[s].supersedes and self._valid.get(s, 0)}
+        own = self._own_events(replacing) if replacing else {}
+        counts, _ = self._write_winners() if any(self._valid.get(s, 0) for s in seqs) else ({}, [])
+        for s in seqs:
+            r = self.results[s]
+            r.accepted = int(counts.get(r.source_file, 0)) + own.get(r.source_file, 0)
+            r.duplicates = self._valid.get(s, 0) - r.accepted
+
+    def _own_events(self, replacing: dict[str, int]) -> dict[str, int]:
+        """For files replacing an earlier version (source file -> seq): quarantine the records
+        changed under an accepted row (out of the candidates); return, per file, how many of its
+        keys are events of its earlier versions (those records count as accepted)."""
+        if not self.lk.exists("events"):
+            return {}
+        con = self.con
+        con.register("__replacing", pa.table({"source_file": pa.array(sorted(replacing), pa.string())}))
+        rel = (f"(SELECT * FROM read_parquet({sql_str(self.lk.table_glob('events'))}, hive_partitioning = true, "
+               "union_by_name = true) WHERE source_file IN (SELECT source_file FROM __replacing))")
+        keys = events_keys_sql(rel, carry=("source_file", "row_number"))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND}_own AS {keys}")
+        changed = con.sql(f"""
+SELECT c.file_seq, c.row_number FROM {CAND} c
+WHERE c.source_file IN (SELECT source_file FROM __replacing)
+  AND EXISTS (SELECT 1 FROM {CAND}_own o WHERE o.source_file = c.source_file AND o.row_number = c.row_number)
+  AND NOT EXISTS (SELECT 1 FROM {CAND}_own o WHERE o.source_file = c.source_file AND o.event_date = c.event_date
+                                               AND o.dedup_key = c.dedup_key)
+ORDER BY 1, 2""").fetchall()
+        by_seq: dict[int, list[int]] = {}
+        for seq, rn in changed:
+            by_seq.setdefault(int(seq), []).append(int(rn))
+        for seq, rns in by_seq.items():
+            self._changed_records(self.files[seq], rns)
+            con.execute(f"DELETE FROM {CAND} WHERE file_seq = {seq} AND row_number IN ({', '.join(map(str, rns))})")
+        mine = con.sql(f"""
+SELECT source_file, count(*) FROM (
+  SELECT DISTINCT c.source_file, c.event_date, c.dedup_key FROM {CAND} c
+  JOIN {CAND}_own o ON o.source_file = c.source_file AND o.event_date = c.event_date AND o.dedup_key = c.dedup_key)
+GROUP BY 1""").fetchall()
+        con.execute(f"DROP TABLE {CAND}_own")
+        con.unregister("__replacing")
+        return {src: int(n) for src, n in mine}
+
+    def _changed_records(self, f: RawFile, rows: list[int]) -> None:
+        """Quarantine records of a new version that changed under an accepted row (read again
+        from the file for their fields as read)."""
+        batches = read_rows(f.path, f.fmt, rows, scratch_dir=self._file_dir(f),
+                            json_con=self._json_reader() if f.fmt.kind == "json" else None)
+        parsed = [parse_batch(self.con, b) for b in batches]
+        df = pl.concat(parsed, how="diagonal_relaxed").sort("row_number") if parsed else None
+        if df is None or df["row_number"].to_list() != sorted(rows):
+            raise UsageError(f"ingest: raw/{f.source_file} changed while it was read; run ingest again")
+        df = df.with_columns(reason=pl.lit("changed_record"),
+                             detail=pl.format(CHANGED_DETAIL, pl.col("row_number")))
+        quarantine_rows(df, f.source_file, self.ingested_at).write_parquet(
+            self._file_dir(f) / "quar-changed.parquet", **_SCRATCH_PARQUET)
+        r = self.results[f.seq]
+        self._valid[f.seq] -= df.height
+        r.quarantined += df.height
+        self._reasons["changed_record"] += df.height
+
+    def _write_winners(self) -> tuple[dict[str, int], list[Path]]:
+        """Deduplicate the candidate table (against the keys already taken) and stage the winners
+        as events partitions; return the events written per source file, and the files."""
         con = self.con
         dates = [d for (d,) in con.sql(f"SELECT DISTINCT event_date FROM {CAND}").fetchall()]
+        if not dates:
+            return {}, []
         new_dates = sorted(d for d in dates if d not in self._loaded_dates)
         # keys already taken on these dates, computed from the events' columns: the lake's
         # partitions of dates not loaded yet, and what earlier groups of this run wrote on them
@@ -459,23 +716,24 @@ class IngestRun:
                     "(FORMAT parquet, PARTITION_BY (event_date), FILENAME_PATTERN 'part-{i}')")
         written = sorted(out.glob("*/*.parquet")) if out.is_dir() else []
         if not written:
-            return
+            return {}, []
         events = f"read_parquet({_paths(written)}, hive_partitioning = true)"
         for p in written:  # <out>/event_date=D/part-N.parquet
             self._unremembered.setdefault(dt.date.fromisoformat(p.parent.name.split("=", 1)[1]), []).append(p)
         counts = dict(con.sql(f"SELECT source_file, count(*) FROM {events} GROUP BY 1").fetchall())
-        for s in seqs:
-            r = self.results[s]
-            r.accepted = int(counts.get(r.source_file, 0))
-            r.duplicates = self._valid.get(s, 0) - r.accepted
         self._event_files.extend(written)
+        return {k: int(v) for k, v in counts.items()}, written
 
     # ------------------------------------------------------------ 3. commit
     def finish(self) -> IngestReport:
         """Write the staged results into the warehouse (see the module doc) and report."""
         report = IngestReport(as_of=self.as_of, ingested_at=self.ingested_at,
                               max_event_age_days=self.rules.max_event_age_days, run_id=self.run_id,
-                              files=self.results)
+                              files=self.results, requeue=list(self.requeue),
+                              revalidated=sum(self._revalidated.values()),
+                              revalidated_by_reason=dict(sorted(self._revalidated.items())),
+                              revalidated_accepted=self._revalidated_accepted,
+                              revalidated_duplicates=self._revalidated_duplicates)
         if self.run_id is None:
             self.close()
             return report
@@ -503,16 +761,71 @@ class IngestRun:
             con.execute(f"COPY (SELECT * FROM read_parquet({_paths(quar)}) ORDER BY source_file, row_number NULLS FIRST) "
                         f"TO {sql_str(qfile)} (FORMAT parquet)")
             moves.append((qfile, self.lk.table_file("quarantine", f"ingest-{self.run_id}")))
+        # rows moved out of (or within) quarantine, and the rows of replaced versions: their files
+        # are written again and renamed over the old ones, in the same journalled commit
+        for i, path in enumerate(sorted(self._q_files)):
+            staged = self.stage / f"quarantine-{i:05d}.parquet"
+            self._rewrite_quarantine(con, path, staged)
+            moves.append((staged, Path(path)))
+        for i, (path, df) in enumerate(self._ingest_files_rewrites()):
+            staged = self.stage / f"ingest_files-{i:05d}.parquet"
+            df.write_parquet(staged)
+            moves.append((staged, Path(path)))
         report.quarantine_by_reason = dict(sorted(self._reasons.items()))
-        ifile = self.stage / "ingest_files.parquet"
-        self._ingest_files_frame().write_parquet(ifile)
-        moves.append((ifile, self.lk.table_file("ingest_files", f"ingest-{self.run_id}")))
+        new_files = self._ingest_files_frame()
+        if new_files.height:
+            ifile = self.stage / "ingest_files.parquet"
+            new_files.write_parquet(ifile)
+            moves.append((ifile, self.lk.table_file("ingest_files", f"ingest-{self.run_id}")))
         self._close_db()  # the dedup database lives in the scratch folder
         self._before_commit()
-        self.lk.commit(f"ingest-{self.run_id}", moves)
+        if moves:
+            self.lk.write_state(CLOCK_STATE, {"ingested_at": self.ingested_at.isoformat()})
+            self.lk.commit(f"ingest-{self.run_id}", moves)
         shutil.rmtree(self.stage, ignore_errors=True)
         self.close()
         return report
+
+    def _rewrite_quarantine(self, con: duckdb.DuckDBPyConnection, path: str, out: Path) -> None:
+        """A quarantine file without the rows that left it and the rows of replaced versions, with
+        the new reason and detail of the rows judged again and still quarantined."""
+        con.register("__qdrop", pa.table({"source_file": pa.array([a for a, _ in self._q_drop], pa.string()),
+                                          "row_number": pa.array([b for _, b in self._q_drop], pa.int64())}))
+        chg = list(zip(*self._q_change)) if self._q_change else [[], [], [], []]
+        con.register("__qchg", pa.table({"source_file": pa.array(chg[0], pa.string()),
+                                         "row_number": pa.array(chg[1], pa.int64()),
+                                         "reason": pa.array(chg[2], pa.string()), "detail": pa.array(chg[3], pa.string())}))
+        con.register("__qrep", pa.table({"source_file": pa.array(sorted(self._superseded), pa.string())}))
+        cols = ", ".join(f"coalesce(c.{c}, q.{c}) AS {c}" if c in ("reason", "detail") else f"q.{c}"
+                         for c in SCHEMAS["quarantine"])
+        con.execute(f"""
+COPY (SELECT {cols} FROM read_parquet({sql_str(path)}, union_by_name = true) q
+      LEFT JOIN __qchg c ON c.source_file = q.source_file AND c.row_number = q.row_number
+      WHERE q.source_file NOT IN (SELECT source_file FROM __qrep)
+        AND NOT EXISTS (SELECT 1 FROM __qdrop d WHERE d.source_file = q.source_file AND d.row_number = q.row_number)
+      ORDER BY q.source_file, q.row_number NULLS FIRST) TO {sql_str(out)} (FORMAT parquet)""")
+        for t in ("__qdrop", "__qchg", "__qrep"):
+            con.unregister(t)
+
+    def _ingest_files_rewrites(self) -> list[tuple[str, pl.DataFrame]]:
+        """The ingest_files files holding rows of replaced versions (the rows go: the new version's
+        row replaces them) or rows whose counts moved, as they are to be."""
+        if self._prior is None:
+            return []
+        prior = self._prior
+        hit = prior.filter(pl.col("source_file").is_in(sorted(self._superseded))
+                           | pl.col("__i").is_in(sorted(self._deltas)))
+        out = []
+        for path in sorted(hit["__file"].unique().to_list()):
+            df = prior.filter((pl.col("__file") == path) & ~pl.col("source_file").is_in(sorted(self._superseded)))
+            d = [self._deltas.get(i, [0, 0, 0]) for i in df["__i"].to_list()]
+            df = df.with_columns(
+                accepted=pl.col("accepted") + pl.Series([x[0] for x in d], dtype=pl.Int64),
+                duplicates=pl.col("duplicates") + pl.Series([x[1] for x in d], dtype=pl.Int64),
+                quarantined=pl.col("quarantined") + pl.Series([x[2] for x in d], dtype=pl.Int64),
+            )
+            out.append((path, conform("ingest_files", df.drop("__i", "__file"))))
+        return out
 
     def _before_commit(self) -> None:
         """A seam for crash tests: everything is staged, nothing is committed yet."""
@@ -539,14 +852,18 @@ class IngestRun:
 
 def run_ingest(lk: Lake, cat: Catalog, as_of: dt.datetime, max_event_age_days: int | None = None,
                progress: Callable[[str], None] | None = None, *, memory_limit: str | None = None,
-               ingested_at: dt.datetime | None = None) -> IngestReport:
-    """Ingest every new raw file of the lake (see the module doc).
+               ingested_at: dt.datetime | None = None, requeue: Iterable[str] = ()) -> IngestReport:
+    """Ingest every new raw file of the lake, and judge again the quarantined records of the
+    clock-dependent reasons and of the reasons in `requeue` (see the module doc).
 
     `ingested_at` (stamped on every row written) defaults to the wall clock, kept strictly after
     the previous run's; tests pass it to get fixed bytes.
     """
-    with IngestRun(lk, cat, as_of, max_event_age_days, progress, memory_limit, ingested_at) as run:
-        for group in run.plan():
+    with IngestRun(lk, cat, as_of, max_event_age_days, progress, memory_limit, ingested_at,
+                   requeue=requeue) as run:
+        groups = run.plan()
+        run.revalidate()
+        for group in groups:
             run.ingest_group(group)
         return run.finish()
 
@@ -557,6 +874,11 @@ def run_ingest(lk: Lake, cat: Catalog, as_of: dt.datetime, max_event_age_days: i
 @task(name="ingest-plan", cache_policy=NO_CACHE)
 def _plan_task(run: IngestRun) -> list[list[int]]:
     return run.plan()
+
+
+@task(name="ingest-revalidate", cache_policy=NO_CACHE)
+def _revalidate_task(run: IngestRun) -> None:
+    run.revalidate()
 
 
 @task(name="ingest-files", cache_policy=NO_CACHE, task_run_name="ingest-files-{label}")
@@ -583,17 +905,21 @@ def _check_age(max_event_age_days: int | None) -> int | None:
 
 @flow(name="ingest")
 def ingest_flow(lake: str | None = None, as_of: str | None = None, max_event_age_days: int | None = None,
-                memory_limit: str | None = None) -> dict:
-    """raw files -> events, quarantine, ingest_files; returns the report as a dict."""
+                memory_limit: str | None = None, requeue: list[str] | None = None) -> dict:
+    """raw files -> events, quarantine, ingest_files; quarantined records of the clock-dependent
+    reasons (and of `requeue`) judged again; returns the report as a dict."""
     lk = open_lake(lake)
     cat = open_catalog(lk)
     instant = parse_instant(as_of)
     age = _check_age(max_event_age_days)
+    reasons = requeue_reasons(requeue)
     logger = get_run_logger()
     started = time.monotonic()
-    run = IngestRun(lk, cat, instant, age, progress=logger.info, memory_limit=memory_limit)
+    run = IngestRun(lk, cat, instant, age, progress=logger.info, memory_limit=memory_limit, requeue=reasons)
     try:
         groups = _plan_task(run)
+        if run.plans_revalidation:
+            _revalidate_task(run)
         for i, group in enumerate(groups, 1):
             _group_task(run, group, f"{i}-of-{len(groups)}")
         report = _finish_task(run)
