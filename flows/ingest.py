@@ -84,7 +84,7 @@ from transforms.ingest.pipeline import (
     unreadable_row,
 )
 from transforms.ingest.readers import (
-    DEFAULT_BATCH_ROWS, CsvNeedsRecordParser, UnreadableFile, parquet_file, read_batches, read_rows,
+    DEFAULT_BATCH_ROWS, CsvNeedsRecordParser, RawBatch, UnreadableFile, parquet_file, read_batches, read_rows,
 )
 from transforms.ingest.report import (
     STATUS_INGESTED, STATUS_SKIPPED, STATUS_UNREADABLE, FileResult, IngestReport,
@@ -258,8 +258,6 @@ class IngestRun:
         self._superseded: set[str] = set()  # source files whose earlier version this run replaces
         self._requeue_rows: pl.DataFrame | None = None  # (filename, source_file, row_number, reason)
         self._q_files: set[str] = set()  # quarantine files to write again
-        self._q_drop: list[tuple[str, int]] = []  # quarantine rows that leave (accepted or duplicates)
-        self._q_change: list[tuple[str, int, str, str]] = []  # rows still quarantined under another reason
         self._deltas: dict[int, list[int]] = {}  # ingest_files row (`__i`) -> [accepted, duplicates, quarantined] moves
         self._revalidated: Counter[str] = Counter()
         self._revalidated_accepted = self._revalidated_duplicates = 0
@@ -398,80 +396,109 @@ class IngestRun:
         self._requeue_rows = rows if rows.height else None
 
     def revalidate(self) -> None:
-        """Judge the planned quarantined records again, as one group before the new files (they
-        were read first): replayed through the parse and rules of their source's format, the
-        valid ones deduplicated (first accepted key wins, against the lake and this run) and
-        staged as events with their own source_file and row_number; their quarantine rows go and
-        their file's counts move. A record still invalid keeps its row, under its new reason if
-        that changed."""
+        """Judge the planned quarantined records again, as groups of their own before the new
+        files (they were read first): replayed through the parse and rules of their source's
+        format, `batch_rows` at a time, the valid ones deduplicated (first accepted key wins,
+        against the lake and this run) and staged as events with their own source_file and
+        row_number; their quarantine rows go (`rq_moved`) and their file's counts move. A record
+        still invalid keeps its row, under its new reason if that changed (`rq_change`)."""
         if self._requeue_rows is None:
             return
         con = self._connect()
         plan = self._requeue_rows
         con.register("__rq", plan.select("source_file", "row_number").to_arrow())
         try:
-            rows = con.sql(
-                f"SELECT source_file, row_number, reason, detail, raw, ingested_at, filename "
+            meta = con.sql(
+                f"SELECT source_file, row_number, reason, ingested_at, filename "
                 f"FROM read_parquet({_paths(sorted(plan['filename'].unique()))}, filename = true, union_by_name = true) q "
                 "WHERE EXISTS (SELECT 1 FROM __rq r WHERE r.source_file = q.source_file AND r.row_number = q.row_number)"
             ).pl()
         finally:
             con.unregister("__rq")
-        where = rows.select("source_file", "row_number", "filename")  # every file holding such a row
-        rows = rows.sort("source_file", "row_number", "ingested_at").unique(["source_file", "row_number"], keep="last",
+        where = meta.select("source_file", "row_number", "filename")  # every file holding such a row
+        meta = meta.sort("source_file", "row_number", "ingested_at").unique(["source_file", "row_number"], keep="last",
                                                                             maintain_order=True)
         current = self._prior.sort("ingested_at").unique("source_file", keep="last")
         fmt_of = dict(current.select("source_file", "format").iter_rows())
         sha_of = dict(current.select("source_file", "sha256").iter_rows())
-        raw_now = {f.source_file: f for f, r in zip(self.files, self.results)}
+        raw_now = {f.source_file: f for f in self.files}
         con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND} ({CANDIDATE_DDL})")
-        sources = sorted(rows["source_file"].unique().to_list())
-        valid_rows: list[tuple[int, int]] = []  # (source index, row_number) of the records now valid
-        old_reason: dict[tuple[str, int], str] = dict(
-            ((a, b), c) for a, b, c in rows.select("source_file", "row_number", "reason").iter_rows())
-        for seq, src in enumerate(sources):
-            part = rows.filter(pl.col("source_file") == src)
+        pending = 0
+        for seq, src in enumerate(sorted(meta["source_file"].unique().to_list())):
+            part = meta.filter(pl.col("source_file") == src)
             fmt = detect_format("x." + (fmt_of.get(src) or ""))
             if fmt is None:
                 continue
             f = raw_now.get(src)
-            for b in self._replay(part, fmt, f if f is not None and f.sha256 == sha_of.get(src) else None):
-                v = ingest_batch(con, b, self.rules)
-                self._revalidated.update(old_reason[(src, rn)] for rn in b.table["__rn"].to_pylist())
-                if v.accepted.height:
-                    self._insert_candidates(candidates(v.accepted, seq, src, self.ingested_at))
-                    valid_rows += [(seq, rn) for rn in v.accepted["row_number"].to_list()]
-                for rn, reason, detail in v.rejected.select("row_number", "reason", "detail").iter_rows():
-                    if reason != old_reason[(src, rn)]:
-                        self._q_change.append((src, rn, reason, detail))
+            f = f if f is not None and f.sha256 == sha_of.get(src) else None
+            files = sorted(where.filter(pl.col("source_file") == src)["filename"].unique().to_list())
+            for k in range(0, part.height, self.batch_rows):
+                chunk = part.slice(k, self.batch_rows)
+                old = dict(zip(chunk["row_number"].to_list(), chunk["reason"].to_list()))
+                at = dict(zip(chunk["row_number"].to_list(), chunk["ingested_at"].to_list()))
+                for b in self._replay(src, chunk, fmt, f, files):
+                    v = ingest_batch(con, b, self.rules)
+                    self._revalidated.update(old[rn] for rn in b.table["__rn"].to_pylist())
+                    if v.accepted.height:
+                        self._insert_candidates(candidates(v.accepted, seq, src, self.ingested_at))
+                        rns = v.accepted["row_number"].to_list()
+                        self._insert("rq_moved", {"source_file": [src] * len(rns), "row_number": rns,
+                                                  "q_at": [at[rn] for rn in rns], "written": [False] * len(rns)})
+                        pending += len(rns)
+                    changed = [(rn, reason, detail) for rn, reason, detail
+                               in v.rejected.select("row_number", "reason", "detail").iter_rows() if reason != old[rn]]
+                    if changed:
+                        self._insert("rq_change", {"source_file": [src] * len(changed), "row_number": [c[0] for c in changed],
+                                                   "reason": [c[1] for c in changed], "detail": [c[2] for c in changed]})
+                if pending >= GROUP_ROWS:
+                    self._write_revalidated()
+                    pending = 0
+        if pending:
+            self._write_revalidated()
         if not self._revalidated:
             return
-        written_rows: set[tuple[str, int]] = set()
-        if valid_rows:
-            _, written = self._write_winners()
-            if written:
-                written_rows = set(con.sql(f"SELECT source_file, row_number FROM read_parquet({_paths(written)}, "
-                                           "hive_partitioning = true)").fetchall())
         # the moves, on the ingest_files row of the run that quarantined each record
-        moved = {(sources[seq], rn) for seq, rn in valid_rows}
-        at = dict(((a, b), c) for a, b, c in rows.select("source_file", "row_number", "ingested_at").iter_rows())
-        for src, rn in sorted(moved):
-            d = self._deltas.setdefault(self._prior_row(src, at[(src, rn)]), [0, 0, 0])
-            d[0 if (src, rn) in written_rows else 1] += 1
-            d[2] -= 1
-        self._q_drop += sorted(moved)
-        changed = moved | {(a, b) for a, b, _, _ in self._q_change}
-        self._q_files.update(fn for a, b, fn in where.iter_rows() if (a, b) in changed)
-        self._revalidated_accepted = sum(1 for k in moved if k in written_rows)
-        self._revalidated_duplicates = len(moved) - self._revalidated_accepted
+        for src, q_at, acc, dup in con.sql("SELECT source_file, q_at, count(*) FILTER (WHERE written), "
+                                           "count(*) FILTER (WHERE NOT written) FROM rq_moved GROUP BY 1, 2").fetchall():
+            d = self._deltas.setdefault(self._prior_row(src, q_at), [0, 0, 0])
+            d[0], d[1], d[2] = d[0] + acc, d[1] + dup, d[2] - acc - dup
+            self._revalidated_accepted += acc
+            self._revalidated_duplicates += dup
+        con.register("__where", where.to_arrow())
+        try:
+            self._q_files.update(fn for (fn,) in con.sql(
+                "SELECT DISTINCT w.filename FROM __where w WHERE EXISTS (SELECT 1 FROM (SELECT source_file, row_number "
+                "FROM rq_moved UNION ALL SELECT source_file, row_number FROM rq_change) m "
+                "WHERE m.source_file = w.source_file AND m.row_number = w.row_number)").fetchall())
+        finally:
+            con.unregister("__where")
+        n = sum(self._revalidated.values())
         if self.progress:
-            self.progress(f"re-validated {sum(self._revalidated.values())} quarantined records of {len(sources)} "
-                          f"file(s): {self._revalidated_accepted} accepted, {self._revalidated_duplicates} duplicates, "
-                          f"{sum(self._revalidated.values()) - len(moved)} still quarantined")
+            moved = self._revalidated_accepted + self._revalidated_duplicates
+            self.progress(f"re-validated {n} quarantined records: {self._revalidated_accepted} accepted, "
+                          f"{self._revalidated_duplicates} duplicates, {n - moved} still quarantined")
 
-    def _replay(self, rows: pl.DataFrame, fmt: Format, f: RawFile | None):
-        """Raw batches of quarantined records: a Parquet record from its file when the file is the
-        version that was ingested (its columns as typed), else from the stored `raw` record."""
+    def _write_revalidated(self) -> None:
+        """Deduplicate and stage the re-validated candidates gathered so far; mark those written."""
+        _, written = self._write_winners()
+        if written:
+            self.con.execute(f"""
+UPDATE rq_moved SET written = true
+FROM (SELECT source_file, row_number FROM read_parquet({_paths(written)}, hive_partitioning = true)) w
+WHERE rq_moved.source_file = w.source_file AND rq_moved.row_number = w.row_number""")
+        self.con.execute(f"DELETE FROM {CAND}")
+
+    def _insert(self, table: str, columns: dict[str, list]) -> None:
+        self.con.register("__rows", pa.table(columns))
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __rows")
+        finally:
+            self.con.unregister("__rows")
+
+    def _replay(self, src: str, rows: pl.DataFrame, fmt: Format, f: RawFile | None, files: list[str]) -> list[RawBatch]:
+        """Raw batches of quarantined records (`rows`: row_number): a Parquet record from its file
+        `f` when it is the version that was ingested (its columns as typed), else from the stored
+        `raw` record (read from the quarantine `files`)."""
         if fmt.kind == "parquet" and f is not None:
             try:
                 return list(read_rows(f.path, fmt, rows["row_number"].to_list(), scratch_dir=self.stage))
@@ -479,7 +506,16 @@ class IngestRun:
                 raise
             except _READ_ERRORS:
                 pass  # the stored record, then
-        return replay_batches(rows, fmt.kind)
+        self.con.register("__rns", rows.select("row_number").to_arrow())
+        try:
+            raw = self.con.sql(
+                f"SELECT row_number, raw FROM read_parquet({_paths(files)}, union_by_name = true) "
+                f"WHERE source_file = {sql_str(src)} AND row_number IN (SELECT row_number FROM __rns) "
+                "QUALIFY row_number() OVER (PARTITION BY row_number ORDER BY ingested_at DESC) = 1 "
+                "ORDER BY row_number").pl()
+        finally:
+            self.con.unregister("__rns")
+        return replay_batches(raw, fmt.kind)
 
     def _prior_row(self, source_file: str, ingested_at) -> int:
         """The ingest_files row (`__i`) of a source file's record quarantined at `ingested_at`: the
@@ -501,6 +537,12 @@ class IngestRun:
             prepare(self.con, sorted(self.rules.valueless_meters))
             self.con.execute(f"ATTACH {sql_str(self.stage / 'dedup.duckdb')} AS dd")
             self.con.execute(create_seen_sql(SEEN))
+            # quarantined records judged again: those now valid (written: accepted, else duplicates),
+            # and those still quarantined under another reason
+            self.con.execute("CREATE TEMP TABLE rq_moved (source_file VARCHAR, row_number BIGINT, q_at TIMESTAMPTZ, "
+                             "written BOOLEAN)")
+            self.con.execute("CREATE TEMP TABLE rq_change (source_file VARCHAR, row_number BIGINT, reason VARCHAR, "
+                             "detail VARCHAR)")
         return self.con
 
     def _json_reader(self) -> duckdb.DuckDBPyConnection:
@@ -787,25 +829,20 @@ GROUP BY 1""").fetchall()
         return report
 
     def _rewrite_quarantine(self, con: duckdb.DuckDBPyConnection, path: str, out: Path) -> None:
-        """A quarantine file without the rows that left it and the rows of replaced versions, with
-        the new reason and detail of the rows judged again and still quarantined."""
-        con.register("__qdrop", pa.table({"source_file": pa.array([a for a, _ in self._q_drop], pa.string()),
-                                          "row_number": pa.array([b for _, b in self._q_drop], pa.int64())}))
-        chg = list(zip(*self._q_change)) if self._q_change else [[], [], [], []]
-        con.register("__qchg", pa.table({"source_file": pa.array(chg[0], pa.string()),
-                                         "row_number": pa.array(chg[1], pa.int64()),
-                                         "reason": pa.array(chg[2], pa.string()), "detail": pa.array(chg[3], pa.string())}))
+        """A quarantine file without the rows that left it (`rq_moved`) and the rows of replaced
+        versions, with the new reason and detail of the rows still quarantined (`rq_change`)."""
         con.register("__qrep", pa.table({"source_file": pa.array(sorted(self._superseded), pa.string())}))
         cols = ", ".join(f"coalesce(c.{c}, q.{c}) AS {c}" if c in ("reason", "detail") else f"q.{c}"
                          for c in SCHEMAS["quarantine"])
-        con.execute(f"""
+        try:
+            con.execute(f"""
 COPY (SELECT {cols} FROM read_parquet({sql_str(path)}, union_by_name = true) q
-      LEFT JOIN __qchg c ON c.source_file = q.source_file AND c.row_number = q.row_number
+      LEFT JOIN rq_change c ON c.source_file = q.source_file AND c.row_number = q.row_number
       WHERE q.source_file NOT IN (SELECT source_file FROM __qrep)
-        AND NOT EXISTS (SELECT 1 FROM __qdrop d WHERE d.source_file = q.source_file AND d.row_number = q.row_number)
+        AND NOT EXISTS (SELECT 1 FROM rq_moved d WHERE d.source_file = q.source_file AND d.row_number = q.row_number)
       ORDER BY q.source_file, q.row_number NULLS FIRST) TO {sql_str(out)} (FORMAT parquet)""")
-        for t in ("__qdrop", "__qchg", "__qrep"):
-            con.unregister(t)
+        finally:
+            con.unregister("__qrep")
 
     def _ingest_files_rewrites(self) -> list[tuple[str, pl.DataFrame]]:
         """The ingest_files files holding rows of replaced versions (the rows go: the new version's

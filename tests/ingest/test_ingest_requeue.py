@@ -331,3 +331,34 @@ def test_crash_in_the_middle_of_a_revalidating_commit_is_finished_by_the_next_ru
         assert clean[t].equals(got[t]), t
     assert counts(requeued) == [("a.ndjson", 3, 2, 0, 1), ("b.ndjson", 2, 2, 0, 0), ("c.ndjson", 1, 1, 0, 0)]
     assert quarantine(requeued).select("row_number", "reason").rows() == [(3, "missing_field")]
+
+
+def test_many_records_are_judged_again_in_batches_and_groups(lake, tmp_path, monkeypatch):
+    """Re-validated records go through the parse a batch at a time and are deduplicated in groups
+    of bounded size: duplicates across batches and groups are found as in one pass."""
+    import flows.ingest as ingest_module
+    from catalog import load_catalog
+    from flows.ingest import IngestRun
+    from tests.ingest.conftest import INGESTED_AT
+
+    recs = [event(unique_id=f"u{i % 7}", ms=T5 + i % 3, value=i) for i in range(20)] + [event(cid=None)]
+    ref = Lake(tmp_path / "ref")
+    shutil.copytree(lake.catalog_dir, ref.catalog_dir)
+    for lk in (lake, ref):
+        land(lk, "a.ndjson", ndjson(*recs[:12]))
+        land(lk, "b.csv", "customer_id,meter_api_name,meter_value,meter_time_in_millis,unique_id\n" + "".join(
+            f"{r['customer_id'] or ''},api_calls,{r['meter_value']},{r['meter_time_in_millis']},{r.get('unique_id', '')}\n"
+            for r in recs[12:]))
+    ingest(ref)
+    ingest(lake, as_of=EARLY)
+    monkeypatch.setattr(ingest_module, "GROUP_ROWS", 3)
+    with IngestRun(lake, load_catalog(lake.catalog_dir), AS_OF, ingested_at=INGESTED_AT, batch_rows=2) as run:
+        groups = run.plan()
+        run.revalidate()
+        for group in groups:
+            run.ingest_group(group)
+        rep = run.finish()
+    # 20 future records of 7 unique_ids on one date: 7 events, 13 duplicates
+    assert (rep.revalidated, rep.revalidated_accepted, rep.revalidated_duplicates) == (20, 7, 13)
+    assert events(ref).height == 7
+    _same_tables(lake, ref)
