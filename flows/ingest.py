@@ -90,7 +90,7 @@ from transforms.ingest.report import (
     STATUS_INGESTED, STATUS_SKIPPED, STATUS_UNREADABLE, FileResult, IngestReport,
 )
 from transforms.ingest.requeue import replay_batches, requeue_sql
-from transforms.ingest.validate import REASONS, Rules
+from transforms.ingest.validate import CLOCK_REASONS, REASONS, Rules
 
 __all__ = ["FileResult", "IngestReport", "IngestRun", "ingest_flow", "requeue_reasons", "run_ingest"]
 
@@ -374,25 +374,30 @@ class IngestRun:
     def _plan_quarantine(self) -> None:
         """The quarantined records this run judges again (transforms/ingest/requeue.py), and the
         quarantine files holding rows of the files it replaces. Reads the reason column of the
-        quarantine table; the other columns only of the rows that pass its filter."""
+        quarantine table, the time columns of the rows of the reasons to look at, nothing else."""
         if not self.lk.exists("quarantine"):
             return
-        con = duck(self.lk, self.memory_limit)
+        lf = pl.scan_parquet(self.lk.table_glob("quarantine"), schema=SCHEMAS["quarantine"], missing_columns="insert",
+                             extra_columns="ignore", include_file_paths="filename")
+        if self._superseded:
+            held = lf.filter(pl.col("source_file").is_in(sorted(self._superseded))).select("filename").unique()
+            self._q_files.update(held.collect()["filename"].to_list())
+        known = self._prior["source_file"].unique() if self._prior is not None else pl.Series([], dtype=pl.String)
+        found = (lf.filter(pl.col("reason").is_in(sorted(set(self.requeue) | set(CLOCK_REASONS)))
+                           & pl.col("row_number").is_not_null())
+                 .select("filename", "source_file", "row_number", "reason", "meter_time_in_millis", "event_time")
+                 .collect()
+                 # a replaced file's records are judged afresh from its new version; a record needs its file's row
+                 .filter(~pl.col("source_file").is_in(sorted(self._superseded)) & pl.col("source_file").is_in(known.implode())))
+        if found.height == 0:
+            return
+        con = duck(memory_limit=self.memory_limit)
         try:
             con.execute("SET TimeZone = 'UTC'")
-            q = f"read_parquet({sql_str(self.lk.table_glob('quarantine'))}, filename = true, union_by_name = true)"
-            rows = con.sql(requeue_sql(q, self.rules, self.requeue)).pl()
-            if self._superseded:
-                con.register("__replaced", pa.table({"source_file": pa.array(sorted(self._superseded), pa.string())}))
-                held = con.sql(f"SELECT DISTINCT filename FROM {q} "
-                               "WHERE source_file IN (SELECT source_file FROM __replaced)").fetchall()
-                self._q_files.update(f for (f,) in held)
+            con.register("quarantined", found.rechunk().to_arrow())
+            rows = con.sql(requeue_sql("quarantined", self.rules, self.requeue)).pl()
         finally:
             con.close()
-        # a replaced file's records are judged afresh from its new version; a record needs its file's row
-        known = self._prior["source_file"].unique() if self._prior is not None else pl.Series([], dtype=pl.String)
-        rows = rows.filter(~pl.col("source_file").is_in(sorted(self._superseded))
-                           & pl.col("source_file").is_in(known.implode()))
         self._requeue_rows = rows if rows.height else None
 
     def revalidate(self) -> None:

@@ -8,8 +8,9 @@ and validate code can judge it again, with the source file and row number it had
   no longer after the run's latest allowed instant, a `too_old` whose time is no longer before
   its oldest allowed one (the time is computed from the stored text as the parse computes it;
   a time it cannot compute is a candidate). Records of the reasons asked for (`--requeue`) are
-  all candidates. The reason column is read first: a lake with nothing clock-dependent pays for
-  that column only.
+  all candidates. The flow reads the quarantine table's reason column first (Polars, filtered)
+  and runs this over the rows of those reasons only: a lake with nothing clock-dependent pays
+  for that column.
 - `replay_batches`: quarantine rows of one source file -> raw batches for `normalize`: a JSON
   source (and a Parquet one whose file is gone) as JSON records, a CSV source as its header and
   cells again. A CSV record that was not a record (wrong number of fields) is not replayed: it
@@ -52,8 +53,9 @@ def quarantined_time_sql() -> str:
 
 
 def requeue_sql(quarantine: str, rules: Rules, reasons: Iterable[str] = ()) -> str:
-    """(filename, source_file, row_number, reason) of the records of `quarantine` (a relation
-    with a `filename` column) to judge again under `rules`: see the module doc."""
+    """(filename, source_file, row_number, reason) of the records of `quarantine` (a relation of
+    filename, source_file, row_number, reason and the two time columns) to judge again under
+    `rules`: see the module doc."""
     asked = sorted(set(reasons))
     every = sorted(set(asked) | set(CLOCK_REASONS))
     t = quarantined_time_sql()
