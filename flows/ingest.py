@@ -141,6 +141,9 @@ CHANGED_DETAIL = ("row {} of an earlier version of this file was accepted as ano
                   "deleted: cancel that event and land the corrected record in a new file")
 
 
+NOT_REQUEUED = ("changed_record", "unreadable_file")  # no replay can accept them
+
+
 def requeue_reasons(values: Iterable[str] | None) -> list[str]:
     """The reasons named by `--requeue` (repeated, or comma lists), checked against the reason table."""
     names = [n.strip() for v in (values or ()) for n in str(v).split(",") if n.strip()]
@@ -148,9 +151,12 @@ def requeue_reasons(values: Iterable[str] | None) -> list[str]:
         if n == "unreadable_file":
             raise UsageError("--requeue: unreadable_file is a whole file, not a record: fix the file and land it "
                              "again (its new bytes are ingested as a new version)")
+        if n == "changed_record":
+            raise UsageError("--requeue: a changed_record stays: its row is an event already (events are never "
+                             "deleted); cancel that event and land the corrected record in a new file")
         if n not in REASONS:
             raise UsageError(f"--requeue: {n!r} is not a quarantine reason "
-                             f"(one of {', '.join(r for r in REASONS if r != 'unreadable_file')})")
+                             f"(one of {', '.join(r for r in REASONS if r not in NOT_REQUEUED)})")
     return sorted(set(names))
 
 

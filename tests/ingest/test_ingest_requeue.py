@@ -138,8 +138,10 @@ def test_requeue_names_are_checked_against_the_reason_table():
     assert requeue_reasons(["bad_type,missing_field", " too_old "]) == ["bad_type", "missing_field", "too_old"]
     with pytest.raises(UsageError, match=r"--requeue: 'bogus' is not a quarantine reason \(one of missing_field, "):
         requeue_reasons(["bogus"])
-    with pytest.raises(UsageError, match="unreadable_file"):
+    with pytest.raises(UsageError, match="unreadable_file is a whole file"):
         requeue_reasons(["unreadable_file"])
+    with pytest.raises(UsageError, match="a changed_record stays"):
+        requeue_reasons(["bad_type,changed_record"])
 
 
 def test_a_run_with_nothing_to_revalidate_reads_no_quarantined_record(lake, monkeypatch):
