@@ -59,7 +59,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import flows  # noqa: F401  (Prefect environment before prefect is imported)
 import duckdb
@@ -89,8 +89,8 @@ from transforms.ingest.readers import (
 from transforms.ingest.report import (
     STATUS_INGESTED, STATUS_SKIPPED, STATUS_UNREADABLE, FileResult, IngestReport,
 )
-from transforms.ingest.requeue import replay_batches, requeue_sql
-from transforms.ingest.validate import CLOCK_REASONS, REASONS, Rules
+from transforms.ingest.requeue import maybe_due, replay_batches, requeue_sql
+from transforms.ingest.validate import REASONS, Rules
 
 __all__ = ["FileResult", "IngestReport", "IngestRun", "ingest_flow", "requeue_reasons", "run_ingest"]
 
@@ -262,7 +262,7 @@ class IngestRun:
         # earlier versions and quarantined records judged again (see plan and revalidate)
         self._prior: pl.DataFrame | None = None  # ingest_files rows, `__file` their file, `__i` a row index
         self._superseded: set[str] = set()  # source files whose earlier version this run replaces
-        self._requeue_rows: pl.DataFrame | None = None  # (filename, source_file, row_number, reason)
+        self._requeue_plan: pl.DataFrame | None = None  # (filename, source_file, n) that may hold records to judge again
         self._q_files: set[str] = set()  # quarantine files to write again
         self._deltas: dict[int, list[int]] = {}  # ingest_files row (`__i`) -> [accepted, duplicates, quarantined] moves
         self._revalidated: Counter[str] = Counter()
@@ -344,14 +344,14 @@ class IngestRun:
             self.lk.write_state(HASHES_STATE, keep)
         self._plan_quarantine()
         new = [f for f, r in zip(self.files, self.results) if r.status != STATUS_SKIPPED]
-        if new or self._requeue_rows is not None:
+        if new or self._requeue_plan is not None:
             h = hashlib.sha256(self.as_of.isoformat().encode())
             h.update(self.ingested_at.isoformat().encode())
             for sha in sorted(f.sha256 for f in new):
                 h.update(sha.encode())
-            if self._requeue_rows is not None:
-                for src, rn in self._requeue_rows.select("source_file", "row_number").sort(pl.all()).iter_rows():
-                    h.update(f"{len(src)}:{src}:{rn};".encode())
+            if self._requeue_plan is not None:
+                for fn, src, n in self._requeue_plan.iter_rows():
+                    h.update(f"{len(src)}:{src}:{Path(fn).name}:{n};".encode())
             self.run_id = h.hexdigest()[:16]
             self.stage = self.lk.stage_dir(f"ingest-{self.run_id}")
         groups: list[list[int]] = []
@@ -375,12 +375,12 @@ class IngestRun:
 
     @property
     def plans_revalidation(self) -> bool:
-        return self._requeue_rows is not None
+        return self._requeue_plan is not None
 
     def _plan_quarantine(self) -> None:
-        """The quarantined records this run judges again (transforms/ingest/requeue.py), and the
-        quarantine files holding rows of the files it replaces. Reads the reason column of the
-        quarantine table, the time columns of the rows of the reasons to look at, nothing else."""
+        """The quarantine files and source files that may hold records this run judges again
+        (`requeue.maybe_due`: the reason column, and the time columns of those reasons), and the
+        quarantine files holding rows of the files it replaces."""
         if not self.lk.exists("quarantine"):
             return
         lf = pl.scan_parquet(self.lk.table_glob("quarantine"), schema=SCHEMAS["quarantine"], missing_columns="insert",
@@ -389,81 +389,74 @@ class IngestRun:
             held = lf.filter(pl.col("source_file").is_in(sorted(self._superseded))).select("filename").unique()
             self._q_files.update(held.collect()["filename"].to_list())
         known = self._prior["source_file"].unique() if self._prior is not None else pl.Series([], dtype=pl.String)
-        found = (lf.filter(pl.col("reason").is_in(sorted(set(self.requeue) | set(CLOCK_REASONS)))
-                           & pl.col("row_number").is_not_null())
-                 .select("filename", "source_file", "row_number", "reason", "meter_time_in_millis", "event_time")
-                 .collect()
+        found = (lf.filter(maybe_due(self.rules, self.requeue))
+                 .group_by("filename", "source_file").agg(pl.len().alias("n")).collect()
                  # a replaced file's records are judged afresh from its new version; a record needs its file's row
-                 .filter(~pl.col("source_file").is_in(sorted(self._superseded)) & pl.col("source_file").is_in(known.implode())))
-        if found.height == 0:
-            return
-        con = duck(memory_limit=self.memory_limit)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.register("quarantined", found.rechunk().to_arrow())
-            rows = con.sql(requeue_sql("quarantined", self.rules, self.requeue)).pl()
-        finally:
-            con.close()
-        self._requeue_rows = rows if rows.height else None
+                 .filter(~pl.col("source_file").is_in(sorted(self._superseded)) & pl.col("source_file").is_in(known.implode()))
+                 .sort("source_file", "filename"))
+        self._requeue_plan = found if found.height else None
+
+    def _due(self, src: str, files: list[str]) -> pl.DataFrame:
+        """The records of source file `src` in quarantine `files` to judge again (`requeue_sql`),
+        one per row (a lake from before one row per file may hold two: the later counts)."""
+        rel = (f"(SELECT * FROM read_parquet({_paths(files)}, filename = true, union_by_name = true) "
+               f"WHERE source_file = {sql_str(src)})")
+        return self.con.sql(requeue_sql(rel, self.rules, self.requeue)).pl()
 
     def revalidate(self) -> None:
         """Judge the planned quarantined records again, as groups of their own before the new
-        files (they were read first): replayed through the parse and rules of their source's
-        format, `batch_rows` at a time, the valid ones deduplicated (first accepted key wins,
+        files (they were read first), a source file at a time: replayed through the parse and
+        rules of their source's format, the valid ones deduplicated (first accepted key wins,
         against the lake and this run) and staged as events with their own source_file and
         row_number; their quarantine rows go (`rq_moved`) and their file's counts move. A record
         still invalid keeps its row, under its new reason if that changed (`rq_change`)."""
-        if self._requeue_rows is None:
+        if self._requeue_plan is None:
             return
         con = self._connect()
-        plan = self._requeue_rows
-        con.register("__rq", plan.select("source_file", "row_number").to_arrow())
-        try:
-            meta = con.sql(
-                f"SELECT source_file, row_number, reason, ingested_at, filename "
-                f"FROM read_parquet({_paths(sorted(plan['filename'].unique()))}, filename = true, union_by_name = true) q "
-                "WHERE EXISTS (SELECT 1 FROM __rq r WHERE r.source_file = q.source_file AND r.row_number = q.row_number)"
-            ).pl()
-        finally:
-            con.unregister("__rq")
-        where = meta.select("source_file", "row_number", "filename")  # every file holding such a row
-        meta = meta.sort("source_file", "row_number", "ingested_at").unique(["source_file", "row_number"], keep="last",
-                                                                            maintain_order=True)
         current = self._prior.sort("ingested_at").unique("source_file", keep="last")
         fmt_of = dict(current.select("source_file", "format").iter_rows())
         sha_of = dict(current.select("source_file", "sha256").iter_rows())
         raw_now = {f.source_file: f for f in self.files}
         con.execute(f"CREATE OR REPLACE TEMP TABLE {CAND} ({CANDIDATE_DDL})")
         pending = 0
-        for seq, src in enumerate(sorted(meta["source_file"].unique().to_list())):
-            part = meta.filter(pl.col("source_file") == src)
+        plan = self._requeue_plan
+        for seq, src in enumerate(plan["source_file"].unique(maintain_order=True).to_list()):
+            files = plan.filter(pl.col("source_file") == src)["filename"].to_list()
+            due = self._due(src, files)
+            if due.height == 0:
+                continue
+            part = due.sort("row_number", "ingested_at").unique("row_number", keep="last", maintain_order=True)
             fmt = detect_format("x." + (fmt_of.get(src) or ""))
             if fmt is None:
                 continue
             f = raw_now.get(src)
             f = f if f is not None and f.sha256 == sha_of.get(src) else None
-            files = sorted(where.filter(pl.col("source_file") == src)["filename"].unique().to_list())
-            for k in range(0, part.height, self.batch_rows):
-                chunk = part.slice(k, self.batch_rows)
-                old = dict(zip(chunk["row_number"].to_list(), chunk["reason"].to_list()))
-                at = dict(zip(chunk["row_number"].to_list(), chunk["ingested_at"].to_list()))
-                for b in self._replay(src, chunk, fmt, f, files):
-                    v = ingest_batch(con, b, self.rules)
-                    self._revalidated.update(old[rn] for rn in b.table["__rn"].to_pylist())
-                    if v.accepted.height:
-                        self._insert_candidates(candidates(v.accepted, seq, src, self.ingested_at))
-                        rns = v.accepted["row_number"].to_list()
-                        self._insert("rq_moved", {"source_file": [src] * len(rns), "row_number": rns,
-                                                  "q_at": [at[rn] for rn in rns], "written": [False] * len(rns)})
-                        pending += len(rns)
-                    changed = [(rn, reason, detail) for rn, reason, detail
-                               in v.rejected.select("row_number", "reason", "detail").iter_rows() if reason != old[rn]]
-                    if changed:
-                        self._insert("rq_change", {"source_file": [src] * len(changed), "row_number": [c[0] for c in changed],
-                                                   "reason": [c[1] for c in changed], "detail": [c[2] for c in changed]})
+            files = sorted(due["filename"].unique().to_list())
+            touched: list[pl.Series] = []  # rows that leave quarantine or change
+            for b in self._replay(src, part, fmt, f, files):
+                v = ingest_batch(con, b, self.rules)
+                replayed = part.join(pl.DataFrame({"row_number": pl.Series(b.table["__rn"])}), on="row_number", how="semi")
+                self._revalidated.update(dict(replayed.group_by("reason").len().iter_rows()))
+                if v.accepted.height:
+                    self._insert_candidates(candidates(v.accepted, seq, src, self.ingested_at))
+                    moved = v.accepted.select("row_number").join(part, on="row_number", how="left")
+                    self._insert("rq_moved", moved.select(pl.col("source_file"), "row_number",
+                                                          pl.col("ingested_at").alias("q_at"), written=pl.lit(False)))
+                    pending += moved.height
+                    touched.append(moved["row_number"])
+                changed = (v.rejected.select("row_number", "reason", "detail")
+                           .join(part.select("row_number", pl.col("reason").alias("old")), on="row_number")
+                           .filter(pl.col("reason") != pl.col("old")))
+                if changed.height:
+                    self._insert("rq_change", changed.select(pl.lit(src).alias("source_file"), "row_number", "reason",
+                                                             "detail"))
+                    touched.append(changed["row_number"])
                 if pending >= GROUP_ROWS:
                     self._write_revalidated()
                     pending = 0
+            if touched:  # the quarantine files holding them are written again
+                held = due.filter(pl.col("row_number").is_in(pl.concat(touched).implode()))
+                self._q_files.update(held["filename"].unique().to_list())
         if pending:
             self._write_revalidated()
         if not self._revalidated:
@@ -475,14 +468,6 @@ class IngestRun:
             d[0], d[1], d[2] = d[0] + acc, d[1] + dup, d[2] - acc - dup
             self._revalidated_accepted += acc
             self._revalidated_duplicates += dup
-        con.register("__where", where.to_arrow())
-        try:
-            self._q_files.update(fn for (fn,) in con.sql(
-                "SELECT DISTINCT w.filename FROM __where w WHERE EXISTS (SELECT 1 FROM (SELECT source_file, row_number "
-                "FROM rq_moved UNION ALL SELECT source_file, row_number FROM rq_change) m "
-                "WHERE m.source_file = w.source_file AND m.row_number = w.row_number)").fetchall())
-        finally:
-            con.unregister("__where")
         n = sum(self._revalidated.values())
         if self.progress:
             moved = self._revalidated_accepted + self._revalidated_duplicates
@@ -499,34 +484,43 @@ FROM (SELECT source_file, row_number FROM read_parquet({_paths(written)}, hive_p
 WHERE rq_moved.source_file = w.source_file AND rq_moved.row_number = w.row_number""")
         self.con.execute(f"DELETE FROM {CAND}")
 
-    def _insert(self, table: str, columns: dict[str, list]) -> None:
-        self.con.register("__rows", pa.table(columns))
+    def _insert(self, table: str, rows: pl.DataFrame) -> None:
+        self.con.register("__rows", rows.to_arrow())
         try:
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __rows")
         finally:
             self.con.unregister("__rows")
 
-    def _replay(self, src: str, rows: pl.DataFrame, fmt: Format, f: RawFile | None, files: list[str]) -> list[RawBatch]:
+    def _replay(self, src: str, rows: pl.DataFrame, fmt: Format, f: RawFile | None,
+                files: list[str]) -> Iterator[RawBatch]:
         """Raw batches of quarantined records (`rows`: row_number): a Parquet record from its file
-        `f` when it is the version that was ingested (its columns as typed), else from the stored
-        `raw` record (read from the quarantine `files`)."""
+        `f` when it is the version that was ingested (its columns as typed, a row group at a
+        time), else from the stored `raw` record (read from the quarantine `files`, `batch_rows`
+        at a time)."""
         if fmt.kind == "parquet" and f is not None:
+            batches = read_rows(f.path, fmt, rows["row_number"].to_list(), scratch_dir=self.stage)
             try:
-                return list(read_rows(f.path, fmt, rows["row_number"].to_list(), scratch_dir=self.stage))
+                first = next(batches, None)
             except _NOT_THE_FILE:
                 raise
             except _READ_ERRORS:
-                pass  # the stored record, then
-        self.con.register("__rns", rows.select("row_number").to_arrow())
-        try:
-            raw = self.con.sql(
-                f"SELECT row_number, raw FROM read_parquet({_paths(files)}, union_by_name = true) "
-                f"WHERE source_file = {sql_str(src)} AND row_number IN (SELECT row_number FROM __rns) "
-                "QUALIFY row_number() OVER (PARTITION BY row_number ORDER BY ingested_at DESC) = 1 "
-                "ORDER BY row_number").pl()
-        finally:
-            self.con.unregister("__rns")
-        return replay_batches(raw, fmt.kind)
+                first = batches = None  # the stored records, then
+            if batches is not None:
+                if first is not None:
+                    yield first
+                    yield from batches
+                return
+        for k in range(0, rows.height, self.batch_rows):
+            self.con.register("__rns", rows.slice(k, self.batch_rows).select("row_number").to_arrow())
+            try:
+                raw = self.con.sql(
+                    f"SELECT row_number, raw FROM read_parquet({_paths(files)}, union_by_name = true) "
+                    f"WHERE source_file = {sql_str(src)} AND row_number IN (SELECT row_number FROM __rns) "
+                    "QUALIFY row_number() OVER (PARTITION BY row_number ORDER BY ingested_at DESC) = 1 "
+                    "ORDER BY row_number").pl()
+            finally:
+                self.con.unregister("__rns")
+            yield from replay_batches(raw, fmt.kind)
 
     def _prior_row(self, source_file: str, ingested_at) -> int:
         """The ingest_files row (`__i`) of a source file's record quarantined at `ingested_at`: the

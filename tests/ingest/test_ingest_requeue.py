@@ -364,3 +364,26 @@ def test_many_records_are_judged_again_in_batches_and_groups(lake, tmp_path, mon
     assert (rep.revalidated, rep.revalidated_accepted, rep.revalidated_duplicates) == (20, 7, 13)
     assert events(ref).height == 7
     _same_tables(lake, ref)
+
+
+def test_a_record_not_yet_due_is_left_as_it_is(lake, monkeypatch):
+    """A future event due tomorrow: the run looks at it (its file is read) but judges nothing
+    again and writes nothing."""
+    as_of_ms = int(AS_OF.timestamp() * 1000)
+    land(lake, "a.ndjson", ndjson(event(ms=as_of_ms + DAY_MS), event(ms=as_of_ms + 5 * 60_000 + 1, unique_id="x")))
+    ingest(lake)
+    assert [r[2] for r in reasons_of(lake)] == ["future_event", "future_event"]
+    stat = {p: p.stat().st_mtime_ns for p in lake.warehouse_dir.rglob("*.parquet")}
+    import flows.ingest as ingest_module
+
+    replayed = []
+    real = ingest_module.ingest_batch
+    monkeypatch.setattr(ingest_module, "ingest_batch", lambda *a, **k: replayed.append(1) or real(*a, **k))
+    rep = ingest(lake)
+    assert rep.revalidated == 0 and replayed == []
+    assert {p: p.stat().st_mtime_ns for p in lake.warehouse_dir.rglob("*.parquet")} == stat
+    assert not any(lake.tmp_dir.iterdir())
+    # a millisecond later the second one is due
+    rep = ingest(lake, as_of=AS_OF + dt.timedelta(milliseconds=1))
+    assert (rep.revalidated, rep.revalidated_accepted) == (1, 1)
+    assert events(lake)["unique_id"].to_list() == ["x"]

@@ -8,9 +8,10 @@ and validate code can judge it again, with the source file and row number it had
   no longer after the run's latest allowed instant, a `too_old` whose time is no longer before
   its oldest allowed one (the time is computed from the stored text as the parse computes it;
   a time it cannot compute is a candidate). Records of the reasons asked for (`--requeue`) are
-  all candidates. The flow reads the quarantine table's reason column first (Polars, filtered)
-  and runs this over the rows of those reasons only: a lake with nothing clock-dependent pays
-  for that column.
+  all candidates. `maybe_due` finds, cheaply, the files and source files that may hold such
+  records (Polars over the reason column, and the time columns of those reasons only):
+  a lake with nothing clock-dependent pays for that column; `requeue_sql` then reads only
+  those files, one source file at a time.
 - `replay_batches`: quarantine rows of one source file -> raw batches for `normalize`: a JSON
   source (and a Parquet one whose file is gone) as JSON records, a CSV source as its header and
   cells again. A CSV record that was not a record (wrong number of fields) is not replayed: it
@@ -21,6 +22,7 @@ Pure functions over frames and SQL text; reading the files and the tables is the
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Iterable
 
@@ -52,10 +54,35 @@ def quarantined_time_sql() -> str:
             f"ELSE CASE WHEN regexp_matches({et}, '^\\d{{4}}-\\d{{2}}-\\d{{2}}') THEN TRY_CAST({et} AS TIMESTAMPTZ) END END")
 
 
+_MARGIN = dt.timedelta(days=2)  # wider than any UTC offset: the rough reading of event_time errs on the safe side
+
+
+def maybe_due(rules: Rules, reasons: Iterable[str] = ()) -> pl.Expr:
+    """A cheap Polars filter over the quarantine table that keeps at least every record
+    `requeue_sql` picks (the reasons asked for; the clock-dependent ones whose time, read
+    roughly — epoch ms as a float, the date of an ISO text — is within two days of being let
+    in, or cannot be read that way). `requeue_sql` then decides exactly."""
+    every = sorted(set(reasons) | set(CLOCK_REASONS))
+    ms = pl.col("meter_time_in_millis").str.strip_chars().cast(pl.Float64, strict=False)
+    day = pl.col("event_time").str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    latest, oldest = rules.latest_allowed + _MARGIN, rules.oldest_allowed - _MARGIN
+
+    def rough(after_ms: pl.Expr, after_day: pl.Expr) -> pl.Expr:
+        """True unless the time is surely on the wrong side (by ms when given, else by date)."""
+        return (pl.when(pl.col("meter_time_in_millis").is_not_null()).then(after_ms.fill_null(True))
+                .otherwise(after_day.fill_null(True)))
+
+    not_future = rough(ms <= latest.timestamp() * 1000, day <= latest.date())
+    not_old = rough(ms >= oldest.timestamp() * 1000, day >= oldest.date())
+    keep = (pl.col("reason").is_in(sorted(set(reasons))) if reasons else pl.lit(False)) \
+        | ((pl.col("reason") == "future_event") & not_future) | ((pl.col("reason") == "too_old") & not_old)
+    return pl.col("reason").is_in(every) & pl.col("row_number").is_not_null() & keep
+
+
 def requeue_sql(quarantine: str, rules: Rules, reasons: Iterable[str] = ()) -> str:
-    """(filename, source_file, row_number, reason) of the records of `quarantine` (a relation of
-    filename, source_file, row_number, reason and the two time columns) to judge again under
-    `rules`: see the module doc."""
+    """(filename, source_file, row_number, reason, ingested_at) of the records of `quarantine`
+    (a relation of the quarantine table's columns and `filename`) to judge again under `rules`:
+    see the module doc."""
     asked = sorted(set(reasons))
     every = sorted(set(asked) | set(CLOCK_REASONS))
     t = quarantined_time_sql()
@@ -63,7 +90,7 @@ def requeue_sql(quarantine: str, rules: Rules, reasons: Iterable[str] = ()) -> s
     conds.append(f"(reason = 'future_event' AND NOT coalesce({t} > {_ts(rules.latest_allowed)}, false))")
     conds.append(f"(reason = 'too_old' AND NOT coalesce({t} < {_ts(rules.oldest_allowed)}, false))")
     return f"""
-SELECT filename, source_file, row_number, reason FROM {quarantine}
+SELECT filename, source_file, row_number, reason, ingested_at FROM {quarantine}
 WHERE reason IN ({', '.join(sql_str(r) for r in every)}) AND row_number IS NOT NULL
   AND ({' OR '.join(conds)})"""
 
