@@ -10,6 +10,7 @@ import hashlib
 import io
 
 import polars as pl
+import pytest
 
 from tests.ingest.conftest import T0, event, events, files, ingest, land, ndjson, parquet_bytes, quarantine
 
@@ -111,3 +112,48 @@ def test_a_record_changed_under_an_accepted_row_is_quarantined_not_added(lake):
          "cancel that event and land the corrected record in a new file")]
     assert events(lake).select("row_number", "unique_id").rows() == [(1, "u1"), (2, "u3"), (3, "u4")]
     _keys_unique(lake)
+
+
+def _two_versions(lk) -> None:
+    land(lk, "a.ndjson", ndjson(event(unique_id="u1"), "{half"))
+    land(lk, "b.ndjson", ndjson(event(unique_id="b1"), event(cid=None)))
+    ingest(lk)
+    land(lk, "a.ndjson", ndjson(event(unique_id="u1"), event(unique_id="u2"), event(cid=None)))
+
+
+@pytest.mark.parametrize("moves_done", [0, 1, 2, 3, 4])
+def test_crash_while_a_new_version_is_committed_is_finished_by_the_next_run(lake, tmp_path, monkeypatch, moves_done):
+    import shutil
+
+    import catalog.lake as lake_module
+    from catalog import Lake
+    from tests.ingest.conftest import snapshot
+
+    _two_versions(lake)
+    # moves: the events file, the run's quarantine file, the old quarantine file and the old
+    # ingest_files file written again, the run's ingest_files file
+    real = lake_module.os.replace
+    done = []
+
+    def flaky(src, dst):
+        if str(dst).endswith(".parquet") and "warehouse/.tmp" not in str(dst):
+            if len(done) == moves_done:
+                raise RuntimeError("killed")
+            done.append(dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(lake_module.os, "replace", flaky)
+    with pytest.raises(RuntimeError, match="killed"):
+        ingest(lake)
+    monkeypatch.undo()
+    assert ingest(lake).files_skipped == 2
+    ref = Lake(tmp_path / "ref")
+    shutil.copytree(lake.catalog_dir, ref.catalog_dir)
+    _two_versions(ref)
+    ingest(ref)
+    clean, got = snapshot(ref), snapshot(lake)
+    for t in clean:
+        assert clean[t].equals(got[t]), t
+    assert counts(lake) == [("a.ndjson", 3, 2, 0, 1, "ingested"), ("b.ndjson", 2, 1, 0, 1, "ingested")]
+    assert quarantine(lake).select("source_file", "row_number", "reason").rows() == [
+        ("a.ndjson", 3, "missing_field"), ("b.ndjson", 2, "missing_field")]
