@@ -308,15 +308,20 @@ def generate(
 def ingest(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future: bool = ALLOW_FUTURE,
            max_event_age_days: Optional[int] = typer.Option(
                None, "--max-event-age-days", min=1,
-               help="Quarantine events older than this many days before --as-of (default: the catalogue's settings).")):
+               help="Quarantine events older than this many days before --as-of (default: the catalogue's settings)."),
+           requeue: Optional[list[str]] = typer.Option(
+               None, "--requeue", metavar="REASON",
+               help="Judge the quarantined records of this reason again (repeatable, or a comma list); "
+                    "future_event and too_old are judged again by every ingest.")):
     """Raw files -> events, quarantine, ingest_files."""
 
     lk = open_lake(lake)
     open_catalog(lk)
     t = as_of_instant(as_of, allow_future)  # a bad --as-of fails before anything is imported or read
-    from flows.ingest import ingest_flow
+    from flows.ingest import ingest_flow, requeue_reasons
+    reasons = requeue_reasons(requeue)
     rep = ingest_flow(lake=str(lk.root), as_of=t.isoformat(), max_event_age_days=max_event_age_days,
-                      allow_future=allow_future)
+                      allow_future=allow_future, requeue=reasons)
     out.print(_summary_line("ingest", rep))
 
 

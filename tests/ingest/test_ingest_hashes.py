@@ -49,17 +49,18 @@ def test_unchanged_files_are_not_read_again_and_a_new_one_is(lake, counted):
 
 
 def test_a_file_rewritten_in_place_with_its_old_size_and_mtime_is_read_and_ingested(lake, counted):
-    p = land(lake, "a.ndjson", ndjson(event(value=1, unique_id="a1")))
+    second = ndjson(event(value=9, unique_id="a9"))
+    p = land(lake, "a.ndjson", ndjson(event(value=1, unique_id="a1")) + "x" * (len(second) - 1) + "\n")
     ingest(lake)
     st = p.stat()
     # other bytes, same length, same inode, the old mtime put back: only the ctime tells
-    p.write_text(ndjson(event(value=9, unique_id="a9")))
+    p.write_text(ndjson(event(value=1, unique_id="a1")) + second)
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
     counted.clear()
     rep = ingest(lake)
     assert counted == ["a.ndjson"]
-    assert rep.accepted == 1
+    assert rep.accepted == 2  # a1, its event of the earlier version, and a9, new
     assert sorted(events(lake)["unique_id"].to_list()) == ["a1", "a9"]
 
 

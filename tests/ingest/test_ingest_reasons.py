@@ -290,3 +290,77 @@ def test_conservation_per_file(lake):
     assert (f["rows_read"], f["accepted"], f["duplicates"], f["quarantined"]) == (5, 2, 1, 2)
     assert f["rows_read"] == f["accepted"] + f["duplicates"] + f["quarantined"]
     assert quarantine(lake).height == f["quarantined"] and events(lake).height == f["accepted"]
+
+
+INVISIBLE = "has an invisible or control character"
+PADDED = "has leading or trailing whitespace"
+
+
+def test_bad_identifier(lake):
+    """Ids with control characters, zero-width or other format characters, or padding would show
+    as another id: quarantined `bad_identifier`, the id shown escaped. Ordinary punctuation is data."""
+    land(lake, "i.ndjson", ndjson(
+        event(cid="c1\u200b"),  # zero-width space
+        event(cid="c\x001"),  # NUL
+        event(cid=" c1"),
+        event(cid="c1\u00a0"),  # a no-break space at the end
+        event(meter="api_calls\u2060"),  # word joiner
+        event(meter="api_calls\x85"),  # a C1 control (NEL)
+        event(unique_id="\ufeffu1"),  # byte-order mark
+        event(unique_id="u1\n"),
+        event(cid="c2", meter="api; DROP TABLE events", ms=T0 + 1),
+        event(cid="c-1 (EU) #2", ms=T0 + 2),
+        event(unique_id="  ", ms=T0 + 3),  # a blank unique_id means none
+        event(cid="", meter="x\u200b"),  # missing_field comes first
+    ))
+    land(lake, "i.csv", "customer_id,meter_api_name,meter_value,meter_time_in_millis\n"
+                        f"c1, api_calls,1,{T0}\n"
+                        f"c1,api_calls,1,{T0 + 5}\n")
+    ingest(lake)
+    got = [(r["source_file"], r["row_number"], r["reason"], r["detail"]) for r in quarantine(lake).iter_rows(named=True)]
+    assert got == [
+        ("i.csv", 1, "bad_identifier", f'meter_api_name " api_calls" {PADDED}'),
+        ("i.ndjson", 1, "bad_identifier", f'customer_id "c1\\u200b" {INVISIBLE} (U+200B) at character 3'),
+        ("i.ndjson", 2, "bad_identifier", f'customer_id "c\\u00001" {INVISIBLE} (U+0000) at character 2'),
+        ("i.ndjson", 3, "bad_identifier", f'customer_id " c1" {PADDED}'),
+        ("i.ndjson", 4, "bad_identifier", f'customer_id "c1\\u00a0" {PADDED}'),
+        ("i.ndjson", 5, "bad_identifier", f'meter_api_name "api_calls\\u2060" {INVISIBLE} (U+2060) at character 10'),
+        ("i.ndjson", 6, "bad_identifier", f'meter_api_name "api_calls\\u0085" {INVISIBLE} (U+0085) at character 10'),
+        ("i.ndjson", 7, "bad_identifier", f'unique_id "\\ufeffu1" {INVISIBLE} (U+FEFF) at character 1'),
+        ("i.ndjson", 8, "bad_identifier", f'unique_id "u1\\u000a" {INVISIBLE} (U+000A) at character 3'),
+        ("i.ndjson", 12, "missing_field", "customer_id is missing or empty"),
+    ]
+    assert events(lake).select("source_file", "row_number", "customer_id", "meter_api_name", "unique_id").rows() == [
+        ("i.csv", 2, "c1", "api_calls", None),
+        ("i.ndjson", 9, "c2", "api; DROP TABLE events", None),
+        ("i.ndjson", 10, "c-1 (EU) #2", "api_calls", None),
+        ("i.ndjson", 11, "c1", "api_calls", None),
+    ]
+
+
+def test_bad_identifier_is_the_same_on_the_typed_and_the_general_parquet_path(lake):
+    ids = ["c1\u200b", " c1", "c1", "c1", "c\x001"]
+    meters = ["api_calls", "api_calls", "api_calls\u2060", "api_calls", "api_calls"]
+    uids = [None, None, None, "u\ufeff", None]
+    base = {"customer_id": ids, "meter_api_name": meters, "meter_value": [1, 2, 3, 4, 5],
+            "meter_time_in_millis": [T0 + i for i in range(5)], "unique_id": uids}
+    typed = pl.DataFrame({**base, "dimensions": pl.Series([[{"key": "r", "value": "x"}]] * 5)
+                          .cast(pl.Map(pl.String, pl.String))})
+    general = pl.DataFrame({**base, "dimensions": [{"r": "x"}] * 5})  # a STRUCT: the general path
+    land(lake, "a-typed.parquet", parquet_bytes(typed))
+    land(lake, "b-general.parquet", parquet_bytes(general))
+    land(lake, "c.ndjson", ndjson(*[{k: v[i] for k, v in base.items() if v[i] is not None} | {"dimensions": {"r": "x"}}
+                                    for i in range(5)]))
+    ingest(lake)
+    q = quarantine(lake)
+    by_file = {f: q.filter(pl.col("source_file") == f).select("row_number", "reason", "detail").rows()
+               for f in ("a-typed.parquet", "b-general.parquet", "c.ndjson")}
+    assert by_file["a-typed.parquet"] == [
+        (1, "bad_identifier", f'customer_id "c1\\u200b" {INVISIBLE} (U+200B) at character 3'),
+        (2, "bad_identifier", f'customer_id " c1" {PADDED}'),
+        (3, "bad_identifier", f'meter_api_name "api_calls\\u2060" {INVISIBLE} (U+2060) at character 10'),
+        (4, "bad_identifier", f'unique_id "u\\ufeff" {INVISIBLE} (U+FEFF) at character 2'),
+        (5, "bad_identifier", f'customer_id "c\\u00001" {INVISIBLE} (U+0000) at character 2'),
+    ]
+    assert by_file["b-general.parquet"] == by_file["a-typed.parquet"] == by_file["c.ndjson"]
+    assert events(lake).height == 0

@@ -19,6 +19,10 @@ KNOWN_NAMES = frozenset(n for names in FIELD_NAMES.values() for n in names)
 
 CANCEL_DIMENSION = "meterbill_cancel"
 DIMENSION_KEY_RE = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+# an id that would show as another one: a control (C0, C1, NUL), format (zero-width, bidi, BOM)
+# or line/paragraph separator character anywhere, or whitespace at either end
+BAD_IDENTIFIER_RE = r"^\s|\s$|[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]"
+IDENTIFIER_FIELDS = ("customer_id", "meter_api_name", "unique_id")
 
 
 @dataclass(frozen=True)

@@ -302,3 +302,43 @@ def _read_parquet(path: Path, gz: bool, batch_rows: int, scratch_dir: Path | Non
             done += rb.num_rows
             t = pa.Table.from_batches([rb]).rename_columns(cols)
             yield RawBatch("parquet", t.add_column(0, "__rn", rn), names, types)
+
+
+def read_parquet_rows(path: Path, gz: bool, rows: list[int], scratch_dir: Path | None) -> Iterator[RawBatch]:
+    """The records of a Parquet file with the given 1-based numbers, as `_read_parquet` gives
+    them (one batch per row group that holds some); only those row groups are read."""
+    wanted = np.unique(np.asarray(rows, dtype=np.int64)) - 1
+    with parquet_file(path, gz, scratch_dir) as (_, pf):
+        schema = pf.schema_arrow
+        names, types = list(schema.names), list(schema.types)
+        cols = [f"c{i}" for i in range(len(names))]
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            lo, hi = np.searchsorted(wanted, [start, start + n])
+            if hi > lo:
+                local = wanted[lo:hi] - start
+                t = pf.read_row_group(g).take(pa.array(local)).rename_columns(cols)
+                yield RawBatch("parquet", t.add_column(0, "__rn", pa.array(local + start + 1)), names, types)
+            start += n
+
+
+def read_rows(path: Path, fmt: Format, rows: list[int], *, scratch_dir: Path | None = None,
+              json_con: duckdb.DuckDBPyConnection | None = None) -> Iterator[RawBatch]:
+    """Only the records with the given numbers (Parquet: their row groups; other formats: the
+    whole file, filtered)."""
+    if fmt.kind == "parquet":
+        yield from read_parquet_rows(path, fmt.gzip, rows, scratch_dir)
+        return
+    wanted = pa.array(sorted(set(rows)), pa.int64())
+    for engine in ("arrow", "python"):  # CSV: a record of the wrong width needs Python's parser
+        found = []
+        try:
+            for b in read_batches(path, fmt, scratch_dir=scratch_dir, json_con=json_con, csv_engine=engine):
+                t = b.table.filter(pc.is_in(b.table["__rn"], value_set=wanted))
+                if t.num_rows:
+                    found.append(RawBatch(b.kind, t, b.names, b.types))
+        except CsvNeedsRecordParser:
+            continue
+        yield from found
+        return

@@ -21,16 +21,18 @@ class FileResult:
     quarantined: int = 0
     status: str = STATUS_INGESTED
     error: str | None = None  # unreadable: why; skipped: why
+    supersedes: str | None = None  # a new version of a file ingested before: the sha256 it replaces
 
     def line(self, i: int, n: int) -> str:
         """The progress line of this file, e.g. `[3/10] raw/x.csv: 1000 rows, 990 accepted, ...`."""
         head = f"[{i}/{n}] raw/{self.source_file}: "
-        if self.status == STATUS_UNREADABLE:
-            return head + f"unreadable ({self.error})"
         if self.status == STATUS_SKIPPED:
             return head + f"skipped ({self.error})"
+        new = " (a new version)" if self.supersedes else ""
+        if self.status == STATUS_UNREADABLE:
+            return head + f"unreadable ({self.error})" + new
         return head + (f"{self.rows_read} rows, {self.accepted} accepted, "
-                       f"{self.duplicates} duplicates, {self.quarantined} quarantined")
+                       f"{self.duplicates} duplicates, {self.quarantined} quarantined") + new
 
 
 @dataclass
@@ -45,6 +47,13 @@ class IngestReport:
     undefined_meters: dict[str, int] = field(default_factory=dict)
     cancellations: int = 0  # accepted cancellation records
     event_dates: list[dt.date] = field(default_factory=list)  # UTC dates that received events
+    # quarantined records judged again (clock-dependent reasons, and those of `requeue`): how many,
+    # by the reason they had, and what became of them (the rest stay quarantined)
+    requeue: list[str] = field(default_factory=list)  # reasons asked for besides the clock-dependent ones
+    revalidated: int = 0
+    revalidated_by_reason: dict[str, int] = field(default_factory=dict)
+    revalidated_accepted: int = 0
+    revalidated_duplicates: int = 0
 
     # ------------------------------------------------------------ totals
     def _sum(self, attr: str) -> int:
@@ -93,6 +102,14 @@ class IngestReport:
         }
 
     @property
+    def revalidated_quarantined(self) -> int:
+        return self.revalidated - self.revalidated_accepted - self.revalidated_duplicates
+
+    def _revalidated_text(self) -> str:
+        return (f"{self.revalidated_accepted} accepted, {self.revalidated_duplicates} duplicates, "
+                f"{self.revalidated_quarantined} still quarantined")
+
+    @property
     def undefined(self) -> dict[str, dict[str, int]]:
         """Accepted events whose customer or meter the catalogue does not define (not billed yet)."""
         return {"customers": dict(self.undefined_customers), "meters": dict(self.undefined_meters)}
@@ -105,6 +122,9 @@ class IngestReport:
             "ingested_at": self.ingested_at.isoformat(),
             "max_event_age_days": self.max_event_age_days,
             **self.totals,
+            "revalidated": self.revalidated, "revalidated_accepted": self.revalidated_accepted,
+            "revalidated_duplicates": self.revalidated_duplicates,
+            "revalidated_by_reason": dict(self.revalidated_by_reason), "requeue": list(self.requeue),
             "quarantine_by_reason": dict(self.quarantine_by_reason),
             "undefined": self.undefined,
             "event_dates": [d.isoformat() for d in self.event_dates],
@@ -113,9 +133,12 @@ class IngestReport:
 
     def summary(self) -> str:
         t = self.totals
-        return (f"ingest: {t['files_ingested']} files ingested, {t['files_unreadable']} unreadable, "
+        line = (f"ingest: {t['files_ingested']} files ingested, {t['files_unreadable']} unreadable, "
                 f"{t['files_skipped']} skipped; {t['rows_read']} rows: {t['accepted']} accepted, "
                 f"{t['duplicates']} duplicates, {t['quarantined']} quarantined")
+        if self.revalidated:
+            line += f"; {self.revalidated} re-validated from quarantine: {self._revalidated_text()}"
+        return line
 
     def to_markdown(self, max_rows: int = 50) -> str:
         t = self.totals
@@ -129,6 +152,9 @@ class IngestReport:
             f"{t['rows_read']} | {t['accepted']} | {t['duplicates']} | {t['quarantined']} | {t['cancellations']} |",
             "",
         ]
+        if self.revalidated:
+            by = ", ".join(f"{_md(r)} {n}" for r, n in sorted(self.revalidated_by_reason.items()))
+            out += [f"Re-validated from quarantine: {self.revalidated} records ({by}): {self._revalidated_text()}.", ""]
         if self.quarantine_by_reason:
             out += ["## Quarantine by reason", "", "| reason | records |", "|---|---:|"]
             out += [f"| {_md(r)} | {n} |" for r, n in sorted(self.quarantine_by_reason.items())]

@@ -11,6 +11,7 @@ failing row indices from Pandera's `failure_cases`, gives each failing record ex
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -19,13 +20,16 @@ import polars as pl
 from pandera.api.polars.types import PolarsData
 
 from catalog.schemas import DEC, TS
-from transforms.ingest.formats import DIMENSION_KEY_RE
+from transforms.ingest.formats import BAD_IDENTIFIER_RE, DIMENSION_KEY_RE, IDENTIFIER_FIELDS
 
-# SPEC §2 order; a record breaking several rules gets the first one
+# SPEC §2 order; a record breaking several rules gets the first one. `changed_record` is not a
+# rule of the record itself: dedupe finds it (a new version of a file changing an accepted row).
 REASONS = (
-    "missing_field", "bad_type", "non_finite_value", "bad_timestamp", "future_event", "too_old",
-    "bad_dimension", "unreadable_file",
+    "missing_field", "bad_type", "bad_identifier", "non_finite_value", "bad_timestamp", "future_event",
+    "too_old", "bad_dimension", "changed_record", "unreadable_file",
 )
+# reasons that depend on the run's as_of, not on the record: every later ingest re-validates them
+CLOCK_REASONS = ("future_event", "too_old")
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 DEFAULT_MAX_EVENT_AGE_DAYS = 60
 
@@ -70,6 +74,12 @@ def _blank(c: str) -> pl.Expr:
 
 def _valueless(rules: Rules) -> pl.Expr:
     return pl.col("meter_api_name").is_in(sorted(rules.valueless_meters))
+
+
+def _identifier_ok(c: str) -> pl.Expr:
+    """No control, format or separator character, no whitespace at either end (a blank id is
+    another rule's: missing for customer_id and meter_api_name, none for unique_id)."""
+    return _blank(c) | ~pl.col(c).str.contains(BAD_IDENTIFIER_RE)
 
 
 def _key_ok(key: pl.Expr) -> pl.Expr:
@@ -136,6 +146,7 @@ def _rules(rules: Rules) -> list[tuple[str, str, object]]:
          valueless | _blank("meter_value") | pl.col("v_nonfinite") | pl.col("p_value").is_not_null()),
         ("bad_type", "unique_id", pl.col("unique_id").is_null() | pl.col("unique_id_k").is_in(_ID_KINDS)),
         ("bad_type", "dimensions", pl.col("dims_type_error").is_null()),
+        *(("bad_identifier", f, _identifier_ok(f)) for f in IDENTIFIER_FIELDS),
         ("non_finite_value", "meter_value", valueless | ~pl.col("v_nonfinite")),
         ("bad_timestamp", "time", pl.col("time_text").is_null() | pl.col("p_ts").is_not_null()),
         ("future_event", "time", ts_absent | (pl.col("p_ts") <= latest)),
@@ -146,7 +157,8 @@ def _rules(rules: Rules) -> list[tuple[str, str, object]]:
 
 # the column each reason's check is attached to (its value is Pandera's failure case)
 _CHECK_COLUMN = {
-    "missing_field": "row_number", "bad_type": "row_number", "non_finite_value": "meter_value",
+    "missing_field": "row_number", "bad_type": "row_number", "bad_identifier": "row_number",
+    "non_finite_value": "meter_value",
     "bad_timestamp": "time_text", "future_event": "time_text", "too_old": "time_text",
     "bad_dimension": "dims_error",
 }
@@ -285,6 +297,44 @@ def _detail(rules: Rules) -> pl.Expr:
     return expr.otherwise(pl.lit("invalid record"))
 
 
+def _shown_id(s: str) -> str:
+    """An id as text a person can read: invisible characters (and any whitespace but the space)
+    as \\uXXXX escapes, a backslash doubled; at most 120 characters of it."""
+    out = []
+    for ch in s[:120]:
+        cat = unicodedata.category(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif cat in ("Cc", "Cf", "Zl", "Zp") or (ch.isspace() or cat == "Zs") and ch != " ":
+            cp = ord(ch)
+            out.append(f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def identifier_detail(field: str, value: str) -> str:
+    """The detail of a bad_identifier record: the id escaped, the first invisible character and
+    where it is, else the padding."""
+    for i, ch in enumerate(value, 1):
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            return (f'{field} "{_shown_id(value)}" has an invisible or control character '
+                    f"(U+{ord(ch):04X}) at character {i}")
+    return f'{field} "{_shown_id(value)}" has leading or trailing whitespace'
+
+
+def _identifier_details(bad: pl.DataFrame) -> pl.DataFrame:
+    """Fill in the details of the bad_identifier records (a few rows: computed in Python)."""
+    which = bad["reason"] == "bad_identifier"
+    if not which.any():
+        return bad
+    fields, details = bad["field"].to_list(), bad["detail"].to_list()
+    values = {f: bad[f].to_list() for f in IDENTIFIER_FIELDS}
+    for i in which.arg_true().to_list():
+        details[i] = identifier_detail(fields[i], values[fields[i]][i])
+    return bad.with_columns(pl.Series("detail", details, pl.String))
+
+
 # ---------------------------------------------------------------- validate
 
 CHECK_PRECEDENCE: dict[str, int] = {r: i for i, r in enumerate(REASONS)}
@@ -319,6 +369,7 @@ def validate(df: pl.DataFrame, rules: Rules, keep_accepted: bool = True) -> Vali
     idx = worst["__i"]
     row = pl.int_range(pl.len(), dtype=pl.Int64)
     bad = df.filter(row.is_in(idx.implode())).with_columns(worst["reason"])
-    bad = bad.with_columns(field=_field(rules)).with_columns(detail=_detail(rules)).drop("field")
+    bad = bad.with_columns(field=_field(rules)).with_columns(detail=_detail(rules))
+    bad = _identifier_details(bad).drop("field")
     good = df.filter(~row.is_in(idx.implode())) if keep_accepted else df.clear()
     return Validated(good, bad)
