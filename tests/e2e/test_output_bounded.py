@@ -104,7 +104,7 @@ def reconciliation_lake(tmp_path, n: int = N) -> Lake:
     """n reconciliation rows of October, all balanced but two (rows 40,000 and 70,000), and one of a
     Sydney customer whose October starts 2026-09-30T14:00Z."""
     cat = dict(CATALOG)
-    cat["customers.yaml"] = CATALOG["customers.yaml"] + "        - {customer_id: syd, customer_name: Sydney Pty, timezone: Australia/Sydney}\n"
+    cat["customers.yaml"] = CATALOG["customers.yaml"].rstrip() + "\n        - {customer_id: syd, customer_name: Sydney Pty, timezone: Australia/Sydney}\n"
     lk = Lake(write_lake(tmp_path / "lake", catalog=cat))
     usage = [Decimal(5)] * n
     for k in (40_000, 70_000):
