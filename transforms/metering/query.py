@@ -51,6 +51,11 @@ def percent_change(prev: Decimal | None, cur: Decimal) -> float:
         return 0.0
     if prev == 0:
         return 0.0 if cur == 0 else (100.0 if cur > 0 else -100.0)
+    if isinstance(prev, Decimal) and isinstance(cur, Decimal):
+        # the same exact ratio as integers: int / int rounds once, as Fraction's float does
+        pn, pd = prev.as_integer_ratio()
+        cn, cd = cur.as_integer_ratio()
+        return (cn * pd - pn * cd) * 100 / (cd * pn)
     return float((Fraction(cur) - Fraction(prev)) / Fraction(prev) * 100)
 
 
