@@ -243,7 +243,7 @@ def run_report_markdown(lk: Lake, as_of: str, ingest: dict | None = None, meter:
     md += _ingest_section(lk, ingest)
     if meter is not None:
         md += ["## Usage", "", f"usage_hourly: {meter.get('dates_rebuilt', 0)} date(s) rebuilt, "
-               f"{meter.get('rows', 0)} row(s) written" + (" (full rebuild)" if meter.get("full") else "") + ".", ""]
+               f"{meter.get('rows', 0):,} row(s) written" + (" (full rebuild)" if meter.get("full") else "") + ".", ""]
     md += _invoice_section(lk, bill)
     md += _alerts_section(lk, alerts, f0, t)
     return "\n".join(md)
