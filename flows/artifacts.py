@@ -2,8 +2,12 @@
 
 - `run-report` (markdown, by `meterbill run`; `backfill-report` by `meterbill backfill`): the
   files of this run with rows read / accepted / duplicated / quarantined, quarantine reasons,
-  usage dates rebuilt, invoices by status and currency with their totals, the alerts fired.
+  usage dates rebuilt, invoices by status and currency with their totals, the alerts fired, and
+  how to make the HTML pages (`meterbill report`, on demand: a run renders none).
 - `invoices` (table, by every bill step): the latest invoices, newest period first.
+
+Both stay small at any number of customers (SPEC §8): every table shows its first MAX_ROWS rows,
+its totals, and how to see the rest (`meterbill sql`, `meterbill report`).
 
 The text is built by plain functions (`run_report_markdown`, `invoice_rows`) so the command line
 and tests can use it without a Prefect run.
@@ -18,8 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from catalog import Lake
-
-MAX_ROWS = 50  # rows of a markdown table before "… N more"
+from flows.common import MAX_ROWS
 
 
 def _s(v) -> str:
@@ -45,13 +48,20 @@ def money(v, minor: int | None) -> str:
     return f"{q:f}" if q == v else f"{v.normalize():f}"
 
 
-def _minor_units(lk: Lake):
-    """currency code -> minor units, from the catalogue (ISO 4217 or custom); None if unknown."""
+def _catalog(lk: Lake):
+    """The lake's catalogue, or None if it cannot be read (a report never fails on formatting)."""
     try:
         from catalog import load_catalog
 
-        cat = load_catalog(lk.catalog_dir)
-    except Exception:  # noqa: BLE001  (a report never fails on formatting)
+        return load_catalog(lk.catalog_dir)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _minor_units(lk: Lake, cat=None):
+    """currency code -> minor units, from the catalogue (ISO 4217 or custom); None if unknown."""
+    cat = cat or _catalog(lk)
+    if cat is None:
         return lambda code: None
 
     def minor(code: str):
@@ -63,13 +73,13 @@ def _minor_units(lk: Lake):
     return minor
 
 
-def invoice_totals(lk: Lake) -> list[dict]:
+def invoice_totals(lk: Lake, inv: pl.DataFrame | None = None, cat=None) -> list[dict]:
     """Invoices by status and currency: count, and sums of subtotal, discount, credits and total due
     as exact strings in the currency's minor units."""
-    inv = lk.read("invoices")
+    inv = lk.read("invoices") if inv is None else inv
     if inv.height == 0:
         return []
-    minor = _minor_units(lk)
+    minor = _minor_units(lk, cat)
     agg = (inv.group_by("status", "currency")
            .agg(pl.len().alias("invoices"), pl.col("subtotal").sum(), pl.col("discount").sum(),
                 pl.col("credits_applied").sum(), pl.col("total_due").sum())
@@ -82,27 +92,51 @@ def invoice_totals(lk: Lake) -> list[dict]:
     return rows
 
 
-def invoice_rows(lk: Lake, limit: int = 500) -> list[dict]:
-    """The rows of the `invoices` table artifact: newest periods first, then by customer."""
-    inv = lk.read("invoices").sort(["period_start", "customer_id", "plan_id"], descending=[True, False, False]).head(limit)
-    minor = _minor_units(lk)
+def invoice_rows(lk: Lake, limit: int = MAX_ROWS, inv: pl.DataFrame | None = None, cat=None) -> list[dict]:
+    """The rows of the `invoices` table artifact: newest periods first, then by customer; `period`
+    is the customer's first and last local day (the rule of the terminal and the HTML pages)."""
+    from transforms.pricing.periods import with_local_days
+
+    inv = lk.read("invoices") if inv is None else inv
+    cat = cat or _catalog(lk)
+    head = inv.sort(["period_start", "customer_id", "plan_id"], descending=[True, False, False]).head(limit)
+    zones = {c: cat.timezone(c) for c in set(head["customer_id"].to_list())} if cat is not None else {}
+    head = with_local_days(head, zones)
+    minor = _minor_units(lk, cat)
     return [
         {"invoice_id": r["invoice_id"], "customer": r["customer_id"], "plan": r["plan_id"],
+         "period": f"{r['local_first']} → {r['local_last']}",
          "period_start": f"{r['period_start']:%Y-%m-%d %H:%M}", "period_end": f"{r['period_end']:%Y-%m-%d %H:%M}",
          "status": r["status"], "subtotal": money(r["subtotal"], m), "discount": money(r["discount"], m),
          "credits": money(r["credits_applied"], m), "total_due": money(r["total_due"], m), "currency": r["currency"]}
-        for r in inv.iter_rows(named=True) for m in [minor(r["currency"])]
+        for r in head.iter_rows(named=True) for m in [minor(r["currency"])]
     ]
 
 
-def invoices_artifact(lk: Lake, limit: int = 500) -> None:
+def invoices_table(lk: Lake) -> tuple[list[dict], str]:
+    """The `invoices` table artifact: its first MAX_ROWS rows, and a description with the totals
+    per status and currency and how to see the rest."""
+    inv = lk.read("invoices")
+    cat = _catalog(lk)
+    rows = invoice_rows(lk, MAX_ROWS, inv, cat)
+    totals = "; ".join(f"{r['status']} {r['currency']}: {r['invoices']:,} invoices, total due {r['total_due']}"
+                       for r in invoice_totals(lk, inv, cat))
+    text = f"The latest {len(rows)} of {inv.height:,} invoices, newest period first"
+    if totals:
+        text += f". Totals: {totals}"
+    if inv.height > len(rows):
+        text += ('. The rest: meterbill sql "select * from invoices order by period_start desc, customer_id"; '
+                 "HTML pages: meterbill report --period YYYY-MM")
+    return rows, text
+
+
+def invoices_artifact(lk: Lake) -> None:
     """Publish the `invoices` table artifact (in a flow or task run)."""
     from prefect.artifacts import create_table_artifact
 
-    rows = invoice_rows(lk, limit)
-    total = lk.read("invoices").height
+    rows, description = invoices_table(lk)
     create_table_artifact(key="invoices", table=rows or [{"invoice_id": "(no invoices yet)"}],
-                          description=f"The latest {len(rows)} of {total} invoices, newest period first")
+                          description=description)
 
 
 def _ingest_section(lk: Lake, ingest: dict | None) -> list[str]:
@@ -119,7 +153,7 @@ def _ingest_section(lk: Lake, ingest: dict | None) -> list[str]:
             md.append(f"| {_md(f['source_file'])} | {status} | {_n(f['rows_read'])} | {_n(f['accepted'])} | "
                       f"{_n(f['duplicates'])} | {_n(f['quarantined'])} |")
         if len(files) > MAX_ROWS:
-            md.append(f"| … {len(files) - MAX_ROWS} more files | | | | | |")
+            md.append(f"| … {len(files) - MAX_ROWS:,} more files: `meterbill sql \"select * from ingest_files\"` | | | | | |")
         md.append(f"| **this run** | | **{_n(ingest.get('rows_read'))}** | **{_n(ingest.get('accepted'))}** | "
                   f"**{_n(ingest.get('duplicates'))}** | **{_n(ingest.get('quarantined'))}** |")
         md.append("")
@@ -129,28 +163,40 @@ def _ingest_section(lk: Lake, ingest: dict | None) -> list[str]:
         und = ingest.get("undefined") or {}
         for what in ("customers", "meters"):
             if und.get(what):
-                md += [f"Accepted events of undefined {what} (not billed until the catalogue defines them): "
-                       + ", ".join(f"`{_md(k)}` {v}" for k, v in sorted(und[what].items())[:MAX_ROWS]), ""]
+                top = sorted(und[what].items(), key=lambda kv: (-kv[1], kv[0]))
+                md += [f"Accepted events of {len(top):,} undefined {what} (not billed until the catalogue defines them): "
+                       + ", ".join(f"`{_md(k)}` {v}" for k, v in top[:MAX_ROWS])
+                       + (f" and {len(top) - MAX_ROWS:,} more" if len(top) > MAX_ROWS else ""), ""]
     all_files = lk.read("ingest_files")
-    md += [f"In the lake: {all_files.height} file(s), {_n(all_files['rows_read'].sum())} rows read, "
+    md += [f"In the lake: {all_files.height:,} file(s), {_n(all_files['rows_read'].sum())} rows read, "
            f"{_n(all_files['accepted'].sum())} accepted, {_n(all_files['duplicates'].sum())} duplicates, "
            f"{_n(all_files['quarantined'].sum())} quarantined.", ""]
     return md
 
 
 def _invoice_section(lk: Lake, bill: dict | None) -> list[str]:
+    from flows.report import latest_final_month
+
     md = ["## Invoices", ""]
-    totals = invoice_totals(lk)
+    inv = lk.read("invoices")
+    cat = _catalog(lk)
+    totals = invoice_totals(lk, inv, cat)
     if not totals:
         return md + ["No invoices yet.", ""]
     if bill:
-        md += [f"This run priced {bill.get('invoices', 0)} invoice(s) with {bill.get('line_items', 0)} line items"
-               + (f"; {bill['unbilled_rows']} row(s) of unbilled usage" if bill.get("unbilled_rows") else "") + ".", ""]
+        md += [f"This run priced {bill.get('invoices', 0):,} invoice(s) with {bill.get('line_items', 0):,} line items"
+               + (f"; {bill['unbilled_rows']:,} row(s) of unbilled usage" if bill.get("unbilled_rows") else "") + ".", ""]
     md += ["| status | currency | invoices | subtotal | discount | credits | total due |",
            "|---|---|---:|---:|---:|---:|---:|"]
-    md += [f"| {r['status']} | {r['currency']} | {r['invoices']} | {r['subtotal']} | {r['discount']} | "
+    md += [f"| {r['status']} | {r['currency']} | {r['invoices']:,} | {r['subtotal']} | {r['discount']} | "
            f"{r['credits_applied']} | {r['total_due']} |" for r in totals]
     md.append("")
+    month = latest_final_month(inv, cat)
+    md += ["Every invoice: `meterbill sql \"select * from invoices order by customer_id, period_start\"`. "
+           "HTML pages are made on demand, not by the run: "
+           + (f"`meterbill report --period {month}` (the summary of the latest month with a final invoice, "
+              "and a page per final invoice of it), " if month else "")
+           + "`meterbill report --invoice ID` (one invoice).", ""]
     return md
 
 
@@ -160,8 +206,8 @@ def _alerts_section(lk: Lake, alerts: dict | None, fired_from: dt.datetime, fire
         "fired_at", "alert_id", "customer_id", "window_start")
     new = (alerts or {}).get("fired")
     md = ["## Alerts", "",
-          (f"{new} new firing(s) in this run; " if new is not None else "")
-          + f"{recent.height} firing(s) as of this run's instants, {fired.height} in all.", ""]
+          (f"{new:,} new firing(s) in this run; " if new is not None else "")
+          + f"{recent.height:,} firing(s) as of this run's instants, {fired.height:,} in all.", ""]
     if (alerts or {}).get("delivered") or (alerts or {}).get("failed"):
         md += [f"Deliveries: {alerts.get('delivered', 0)} delivered, {alerts.get('failed', 0)} failed.", ""]
     if recent.height:
@@ -170,7 +216,7 @@ def _alerts_section(lk: Lake, alerts: dict | None, fired_from: dt.datetime, fire
             md.append(f"| {_md(r['alert_id'])} | {_md(r['customer_id'])} | {r['window_start']:%Y-%m-%d %H:%M} | "
                       f"{_dec(r['current_value'])} | {_dec(r['threshold'])} | {_md(r['message'])} |")
         if recent.height > MAX_ROWS:
-            md.append(f"| … {recent.height - MAX_ROWS} more | | | | | |")
+            md.append(f"| … {recent.height - MAX_ROWS:,} more: `meterbill sql \"select * from alerts_fired\"` | | | | | |")
         md.append("")
     return md
 
@@ -198,14 +244,9 @@ def run_report_markdown(lk: Lake, as_of: str, ingest: dict | None = None, meter:
     md += _ingest_section(lk, ingest)
     if meter is not None:
         md += ["## Usage", "", f"usage_hourly: {meter.get('dates_rebuilt', 0)} date(s) rebuilt, "
-               f"{meter.get('rows', 0)} row(s) written" + (" (full rebuild)" if meter.get("full") else "") + ".", ""]
+               f"{meter.get('rows', 0):,} row(s) written" + (" (full rebuild)" if meter.get("full") else "") + ".", ""]
     md += _invoice_section(lk, bill)
     md += _alerts_section(lk, alerts, f0, t)
-    reports = lk.reports_dir
-    if reports.is_dir() and any(reports.glob("*.html")):
-        # period summaries first (newest first): they link their invoices
-        pages = sorted(reports.glob("period-*.html"), reverse=True) + sorted(reports.glob("invoice-*.html"))
-        md += ["## Reports", ""] + [f"- [{p.name}]({p.resolve().as_uri()})" for p in pages[:MAX_ROWS]] + [""]
     return "\n".join(md)
 
 

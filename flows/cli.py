@@ -103,26 +103,103 @@ def _num(v) -> str:
 
 
 
+def _local_periods(df, cat, start: str = "period_start", end: str = "period_end") -> list[str]:
+    """Each row's period as the customer's first and last local day (the HTML pages' rule)."""
+    from transforms.pricing.periods import with_local_days
+
+    zones = {c: cat.timezone(c) for c in set(df["customer_id"].to_list())} if cat is not None else {}
+    days = with_local_days(df.select("customer_id", start, end), zones, start, end)
+    return [f"{a} → {b}" for a, b in days.select("local_first", "local_last").iter_rows()]
+
+
+def _print_rest(shown: int, total: int, what: str, how: str) -> None:
+    """The line under a table cut at MAX_ROWS: how many rows are not shown and how to see them."""
+    if total > shown:
+        out.print(f"… {total - shown:,} more {what} not shown: {escape(how)}", soft_wrap=True)
+
+
 def print_invoices(invoices, title: str = "Invoices", cat=None) -> None:
-    t = Table(title=title)
+    """The first MAX_ROWS invoices, the totals of all of them per status and currency, and how to
+    see the rest (its cost does not grow with the number of invoices)."""
+    import polars as pl
+
+    from flows.common import MAX_ROWS
+
+    n = invoices.height
+    head = invoices.head(MAX_ROWS)
+    t = Table(title=title if n <= MAX_ROWS else f"{title}: the first {MAX_ROWS} of {n:,}")
     for c in ("customer", "plan", "period", "status", "subtotal", "discount", "credits", "total due", "currency"):
         t.add_column(c, justify="right" if c in ("subtotal", "discount", "credits", "total due") else "left")
-    for r in invoices.iter_rows(named=True):
-        t.add_row(r["customer_id"], r["plan_id"],
-                  f"{r['period_start']:%Y-%m-%d} → {r['period_end']:%Y-%m-%d}", r["status"],
+    for r, period in zip(head.iter_rows(named=True), _local_periods(head, cat)):
+        t.add_row(r["customer_id"], r["plan_id"], period, r["status"],
                   *(_money(r[k], r["currency"], cat) for k in ("subtotal", "discount", "credits_applied", "total_due")),
                   r["currency"])
     out.print(t)
+    if n == 0:
+        return
+    totals = (invoices.group_by("status", "currency").agg(pl.len().alias("n"), pl.col("total_due").sum())
+              .sort(pl.col("status") != "final", "status", "currency"))
+    out.print(f"totals of the {_plural(n, 'invoice')}, per status and currency:")
+    for status, cur, k, due in totals.iter_rows():
+        out.print(f"  {escape(status)} {escape(cur)}: {_plural(k, 'invoice')}, total due {_money(due, cur, cat)}",
+                  soft_wrap=True)
+    _print_rest(head.height, n, "invoices",
+                'list them with meterbill sql "select * from invoices order by customer_id, period_start"; '
+                "HTML pages with meterbill report --period YYYY-MM (a month's) or --invoice ID (one)")
 
 
 def print_alerts(fired) -> None:
-    t = Table(title="Alerts fired")
+    """The first MAX_ROWS firings, the number of firings per alert, and how to see the rest."""
+    import polars as pl
+
+    from flows.common import MAX_ROWS
+
+    n = fired.height
+    head = fired.head(MAX_ROWS)
+    t = Table(title="Alerts fired" if n <= MAX_ROWS else f"Alerts fired: the first {MAX_ROWS} of {n:,}")
     for c in ("alert", "customer", "window start", "value", "threshold", "message"):
         t.add_column(c)
-    for r in fired.iter_rows(named=True):
+    for r in head.iter_rows(named=True):
         t.add_row(r["alert_id"], r["customer_id"], f"{r['window_start']:%Y-%m-%d %H:%M}",
                   _num(r["current_value"]), _num(r["threshold"]), r["message"])
     out.print(t)
+    if n > MAX_ROWS:
+        per = fired.group_by("alert_id").len().sort("len", "alert_id", descending=[True, False])
+        for alert_id, k in per.head(MAX_ROWS).iter_rows():
+            out.print(f"  {escape(alert_id)}: {_plural(k, 'firing')}", soft_wrap=True)
+        if per.height > MAX_ROWS:
+            out.print(f"  … and {_plural(per.height - MAX_ROWS, 'more alert')}")
+    _print_rest(head.height, n, "firings",
+                'list them with meterbill sql "select * from alerts_fired order by window_start, alert_id, customer_id"')
+
+
+def print_reconciliation(rec, cat=None) -> None:
+    """Rows that do not balance first, then by customer, period and item: the first MAX_ROWS, the
+    totals of every row, and how to see the rest."""
+    import polars as pl
+
+    from flows.common import MAX_ROWS
+
+    ok = pl.col("usage_quantity") == pl.col("billed_quantity") + pl.col("adjusted_quantity")
+    rec = rec.with_columns(ok.fill_null(False).alias("_ok"))
+    n = rec.height
+    head = rec.sort("_ok", "customer_id", "period_start", "product_item_id", nulls_last=True).head(MAX_ROWS)
+    t = Table(title="Reconciliation" if n <= MAX_ROWS else f"Reconciliation: the first {MAX_ROWS} of {n:,}")
+    for c in ("customer", "period", "item", "events", "cancelled", "usage", "billed", "adjusted", "balanced"):
+        t.add_column(c)
+    for r, period in zip(head.iter_rows(named=True), _local_periods(head, cat)):
+        t.add_row(r["customer_id"], period, r["product_item_id"] or "",
+                  str(r["events_accepted"]), str(r["events_cancelled"]), _num(r["usage_quantity"]),
+                  _num(r["billed_quantity"]), _num(r["adjusted_quantity"]), "yes" if r["_ok"] else "NO")
+    out.print(t)
+    if n == 0:
+        return
+    balanced = int(rec["_ok"].sum())
+    out.print(f"{_plural(n, 'row')}: {balanced:,} balanced, {n - balanced:,} NOT balanced; "
+              f"{int(rec['events_accepted'].sum()):,} events accepted, {int(rec['events_cancelled'].sum()):,} cancelled")
+    _print_rest(head.height, n, "rows",
+                'one customer\'s with meterbill reconcile --customer ID; the unbalanced ones with meterbill sql '
+                '"select * from reconciliation where usage_quantity <> billed_quantity + adjusted_quantity"')
 
 
 # ------------------------------------------------------------------ run logs and summaries
@@ -212,7 +289,7 @@ def _invoices_text(totals: list[dict]) -> str:
         by_status[r["status"]] = by_status.get(r["status"], 0) + r["invoices"]
         due[r["currency"]] = due.get(r["currency"], Decimal(0)) + Decimal(r["total_due"])
     n = sum(by_status.values())
-    parts = ", ".join(f"{v} {k}" for k, v in sorted(by_status.items(), key=lambda kv: kv[0] != "final"))
+    parts = ", ".join(f"{v:,} {k}" for k, v in sorted(by_status.items(), key=lambda kv: kv[0] != "final"))
     return f"{_plural(n, 'invoice')} ({parts}), total due " + ", ".join(f"{c} {v:,f}" for c, v in sorted(due.items()))
 
 
@@ -360,7 +437,7 @@ def bill(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_future:
     rep = bill_flow(lake=str(lk.root), as_of=t.isoformat(), allow_future=allow_future,
                     **_executor(executor, workers, dask_address))
     out.print(_summary_line("bill", rep))
-    print_invoices(_latest_invoices(Lake(lk.root)), cat=cat)
+    print_invoices(_latest_invoices(Lake(lk.root)), title="Invoices (each customer's latest period)", cat=cat)
 
 
 def _latest_invoices(lk):
@@ -499,18 +576,11 @@ def reconcile(lake: Optional[str] = LAKE, as_of: Optional[str] = AS_OF, allow_fu
 
     lk = open_lake(lake)
     as_of_instant(as_of, allow_future)
+    cat = open_catalog(lk)
     rec = Lake(lk.root).read("reconciliation")
     if customer:
         rec = rec.filter(pl.col("customer_id") == customer)
-    t = Table(title="Reconciliation")
-    for c in ("customer", "period", "item", "events", "cancelled", "usage", "billed", "adjusted", "balanced"):
-        t.add_column(c)
-    for r in rec.sort("customer_id", "period_start", "product_item_id").iter_rows(named=True):
-        ok = r["usage_quantity"] == r["billed_quantity"] + r["adjusted_quantity"]
-        t.add_row(r["customer_id"], f"{r['period_start']:%Y-%m-%d}", r["product_item_id"] or "",
-                  str(r["events_accepted"]), str(r["events_cancelled"]), _num(r["usage_quantity"]),
-                  _num(r["billed_quantity"]), _num(r["adjusted_quantity"]), "yes" if ok else "NO")
-    out.print(t)
+    print_reconciliation(rec, cat)
 
 
 @app.command()
@@ -521,10 +591,14 @@ def report(lake: Optional[str] = LAKE,
     """Self-contained HTML invoices and a period summary."""
     from flows.report import report_command
 
+    from flows.common import MAX_ROWS
+
     lk = open_lake(lake)
     paths = report_command(lk, invoice, period, out_dir)
-    for p in paths:
-        out.print(str(p))
+    for p in paths[:MAX_ROWS + 1]:  # the summary page first, then the first invoice pages
+        out.print(str(p), soft_wrap=True)
+    if len(paths) > MAX_ROWS + 1:
+        out.print(f"… and {len(paths) - MAX_ROWS - 1:,} more invoice pages in {paths[0].parent}", soft_wrap=True)
 
 
 @app.command()

@@ -11,6 +11,11 @@ import pyarrow as pa
 from catalog import Catalog, Lake, load_catalog
 
 
+# SPEC §8: a table a verb prints or publishes (terminal, Prefect artifacts) shows its first rows,
+# at most this many, with totals and how to see the rest; its cost never grows with the lake.
+MAX_ROWS = 20
+
+
 class UsageError(Exception):
     """A bad argument: the CLI prints the message as one line and exits 2."""
 

@@ -77,7 +77,7 @@ def _record_written(lk: Lake, paths: list[Path]) -> None:
 
 def run_demo(lake: str | None, days: int, events_per_day: int, seed: int, as_of: str | None, out, progress,
              allow_future: bool = False) -> None:
-    from flows.cli import _money, print_alerts, print_invoices
+    from flows.cli import print_alerts, print_invoices
     from flows.common import open_catalog
     from flows.generate import generate
     from flows.run import run_flow
@@ -102,9 +102,6 @@ def run_demo(lake: str | None, days: int, events_per_day: int, seed: int, as_of:
     inv = lk.read("invoices")
     recent = inv.filter(pl.col("period_end") > t - dt.timedelta(days=45)).sort("customer_id", "period_start")
     print_invoices(recent, title=f"Invoices of the last periods (as of {t:%Y-%m-%d %H:%M} UTC)", cat=cat)
-    totals = inv.group_by("status", "currency").agg(pl.len().alias("n"), pl.col("total_due").sum()).sort("status", "currency")
-    for s, c, n, total in totals.iter_rows():
-        out.print(f"{n} {s} invoices in {c}: total due {_money(total, c, cat)}")
     fired = lk.read("alerts_fired").sort("window_start", "alert_id", "customer_id")
     print_alerts(fired)
     out.print(f"lake: {lk.root}   explore: meterbill sql \"select * from invoices limit 5\"   "

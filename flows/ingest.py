@@ -73,7 +73,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from catalog.config import VALUELESS_TYPES, Catalog
 from catalog.lake import Lake, duck, sql_str
 from catalog.schemas import SCHEMAS, conform
-from flows.common import UsageError, as_of_instant, open_catalog, open_lake
+from flows.common import MAX_ROWS, UsageError, as_of_instant, open_catalog, open_lake
 from transforms.ingest.dedupe import (
     create_seen_sql, events_keys_sql, events_sql, firsts_sql, remember_sql, taken_sql, winners_sql,
 )
@@ -969,6 +969,6 @@ def ingest_flow(lake: str | None = None, as_of: str | None = None, max_event_age
         report = _finish_task(run)
     finally:
         run.close()
-    create_markdown_artifact(key="ingest-report", markdown=report.to_markdown(), description=report.summary())
+    create_markdown_artifact(key="ingest-report", markdown=report.to_markdown(MAX_ROWS), description=report.summary())
     logger.info("%s (%.1f s)", report.summary(), time.monotonic() - started)
     return report.to_dict()

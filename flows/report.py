@@ -11,8 +11,11 @@ Prefect artifact link, and prints on A4/Letter.
   chart per meter billed on the invoice.
 - `render_period(lk, period)` → `period-<period>.html` plus an invoice page for each final
   invoice of the period (drafts are listed, not rendered: they change until their period closes).
-- `render_final_reports(lk)` → the pages of every final invoice that has none yet, and the
-  summary of each month they belong to (for the run flow, so its artifact can link them).
+
+Pages are made on demand (`meterbill report`); `meterbill run` renders none (SPEC §8). A batch of
+pages costs what its data costs: `ReportData.prepare` reads the invoices, lines, ledger draws and
+events of up to BATCH invoices in one pass each, and computes their charts with one usage query
+per meter and billing period (all the customers of that period at once), not one per invoice.
 
 Decisions where the SPEC is silent:
 
@@ -22,7 +25,8 @@ Decisions where the SPEC is silent:
   anchored on each subscription's start day, a month is what a finance team closes. Without
   `--invoice`/`--period`: the latest month that has a final invoice.
 - A billing period `[start, end)` is shown as its first and last local day (`1 Nov 2026 – 30 Nov
-  2026`), the way Stripe, Lago and Orb print periods.
+  2026`), the way Stripe, Lago and Orb print periods (`transforms.pricing.periods.local_days`, the
+  rule of the terminal tables too).
 - Amounts are shown with the currency's minor units (ISO 4217 or the custom currency's), never
   rounded further; tier amounts, which are unrounded by design (SPEC §5.1), keep their digits.
 - The usage charts are computed with the usage query (`transforms.metering.usage_query`) over the
@@ -48,11 +52,14 @@ from catalog.config import STATEFUL_TYPES, Catalog
 from catalog.schemas import TS
 from flows.common import UsageError
 from transforms.metering import apply_cancellations, usage_query
-from transforms.metering.windows import zone
+from transforms.metering.windows import to_instant, zone
+from transforms.pricing.periods import local_days, with_local_days
 from transforms.pricing.rate import resolve_price
 
 UTC = dt.timezone.utc
 MINUS = "\u2212"
+BATCH = 5_000  # invoices whose data one `ReportData.prepare` holds in memory
+WRITES_PENDING = 256  # rendered pages waiting for their file to be written
 
 CSS = Markup("""
 *{box-sizing:border-box}
@@ -220,18 +227,12 @@ def _dims(d) -> dict[str, str]:
     return {e["key"]: e["value"] for e in d}  # a map read as key/value entries
 
 
-def _local_period(start: dt.datetime, end: dt.datetime, tz: str) -> tuple[dt.date, dt.date]:
-    """First and last local day of [start, end)."""
-    z = zone(tz)
-    return start.astimezone(z).date(), (end - dt.timedelta(microseconds=1)).astimezone(z).date()
-
-
 def _day(d: dt.date) -> str:
     return f"{d.day} {d:%b %Y}"
 
 
 def _period_text(start: dt.datetime, end: dt.datetime, tz: str) -> str:
-    a, b = _local_period(start, end, tz)
+    a, b = local_days(start, end, tz)
     if a == b:
         return _day(a)
     if a.year == b.year:
@@ -252,14 +253,18 @@ def invoice_filename(invoice_id: str) -> str:
 
 @dataclass
 class ReportData:
-    """The tables a batch of reports reads, read once."""
+    """The tables a batch of reports reads, read once; `prepare(ids)` indexes what the pages of
+    those invoices need (their rows, sorted lines, ledger draws and charts)."""
 
     lk: Lake
     cat: Catalog
     invoices: pl.DataFrame
     lines: pl.DataFrame
     ledger: pl.DataFrame
-    _events: dict = field(default_factory=dict)
+    _rows: dict = field(default_factory=dict)    # invoice_id -> invoice row
+    _lines: dict = field(default_factory=dict)   # invoice_id -> its lines, in page order
+    _draws: dict = field(default_factory=dict)   # (invoice_id, grant_id) -> balance after the draw
+    _charts: dict = field(default_factory=dict)  # invoice_id -> its charts' data
 
     @classmethod
     def load(cls, lk: Lake) -> "ReportData":
@@ -267,10 +272,9 @@ class ReportData:
                    lines=lk.read("line_items"), ledger=lk.read("credit_ledger"))
 
     def invoice(self, invoice_id: str) -> dict:
-        inv = self.invoices.filter(pl.col("invoice_id") == invoice_id)
-        if inv.height == 0:
-            raise UsageError(f"--invoice: no invoice {invoice_id!r} in {self.lk.root}")
-        return inv.row(0, named=True)
+        if invoice_id not in self._rows:
+            self.prepare([invoice_id])
+        return self._rows[invoice_id]
 
     def tz(self, customer_id: str) -> str:
         return self.cat.timezone(customer_id)
@@ -281,19 +285,142 @@ class ReportData:
         except KeyError:
             return 2
 
-    def events(self, customer_id: str, meter_api_name: str, start: dt.datetime | None, end: dt.datetime) -> pl.DataFrame:
-        """One customer's events of one meter in [start, end) (all history before `end` if start is None).
+    def prepare(self, invoice_ids: list[str]) -> None:
+        """Index the data of these invoices' pages (replacing the previous batch): one filter of
+        each table, one read of the events, one usage query per meter and period."""
+        ids = pl.Series("invoice_id", list(invoice_ids), dtype=pl.String).implode()
+        inv = self.invoices.filter(pl.col("invoice_id").is_in(ids))
+        rows = {r["invoice_id"]: r for r in inv.iter_rows(named=True)}
+        missing = [i for i in invoice_ids if i not in rows]
+        if missing:
+            raise UsageError(f"--invoice: no invoice {missing[0]!r} in {self.lk.root}")
+        lines: dict[str, list[dict]] = {i: [] for i in rows}
+        for ln in self.lines.filter(pl.col("invoice_id").is_in(ids)).iter_rows(named=True):
+            lines[ln["invoice_id"]].append(ln)
+        for i, ls in lines.items():
+            ls.sort(key=_line_sort_key(self, rows[i]))
+        draws = {}
+        for i, g, bal in (self.ledger.filter(pl.col("invoice_id").is_in(ids) & (pl.col("entry") == "draw"))
+                          .select("invoice_id", "grant_id", "balance_after").iter_rows()):
+            draws[(i, g)] = bal  # the last draw of the grant on the invoice
+        self._rows, self._lines, self._draws = rows, lines, draws
+        self._charts = _chart_data(self, rows, lines)
 
-        A customer's history before `end` is read once (one filtered scan) and cut per meter in
-        memory: an invoice charts several meters of one customer, a period page many invoices."""
-        key = (customer_id, end)
-        if key not in self._events:
-            self._events[key] = apply_cancellations(
-                self.lk.scan("events")
-                .filter((pl.col("customer_id") == customer_id) & (pl.col("event_time") < pl.lit(end, dtype=TS)))
-                .collect())
-        ev = self._events[key].filter(pl.col("meter_api_name") == meter_api_name)
-        return ev if start is None else ev.filter(pl.col("event_time") >= pl.lit(start, dtype=TS))
+    def lines_of(self, invoice_id: str) -> list[dict]:
+        self.invoice(invoice_id)
+        return self._lines[invoice_id]
+
+    def balance_after(self, invoice_id: str, grant_id: str):
+        return self._draws.get((invoice_id, grant_id))
+
+    def charts_of(self, invoice_id: str) -> list[tuple]:
+        self.invoice(invoice_id)
+        return self._charts.get(invoice_id, [])
+
+
+def _meters(data: ReportData, lines: list[dict]) -> list[str]:
+    """The meters of an invoice's usage lines, in page order."""
+    meters: list[str] = []
+    for ln in lines:
+        pi = data.cat.product_items.get(ln["product_item_id"]) if ln["product_item_id"] else None
+        if ln["kind"] == "usage" and pi and pi.meter_api_name not in meters:
+            meters.append(pi.meter_api_name)
+    return meters
+
+
+def _bound(t: dt.datetime, tz: str):
+    """A window bound for the usage query: the local date when `t` is its local midnight (so
+    periods that start on the same local day in different zones share one query), else `t`."""
+    d = t.astimezone(zone(tz)).date()
+    return d if to_instant(d, tz) == t else t
+
+
+def _local_daily(q: pl.DataFrame, zones: dict[str, str]) -> pl.DataFrame:
+    """A customer-grouped daily usage query's rows as (customer_id, local day, value, percent from
+    previous), in its order; the day in each customer's zone (one pass per zone)."""
+    tagged = q.with_row_index("_row").join(
+        pl.DataFrame({"customer_id": list(zones), "_tz": list(zones.values())},
+                     schema={"customer_id": pl.String, "_tz": pl.String}), on="customer_id", how="left"
+    ).with_columns(pl.col("_tz").fill_null("UTC"))
+    parts = [part.select("_row", pl.col("window_start").dt.convert_time_zone(tz).dt.date().alias("day"))
+             for (tz,), part in tagged.partition_by("_tz", as_dict=True).items()]
+    days = pl.concat(parts).sort("_row")["day"] if parts else pl.Series("day", [], dtype=pl.Date)
+    return q.select("customer_id", days.alias("day"), "value", "percent_from_previous")
+
+
+def _chart_data(data: ReportData, rows: dict[str, dict], lines: dict[str, list[dict]]) -> dict[str, list[tuple]]:
+    """invoice_id -> [(meter, daily [(local day, value, percent from previous day)], period value)]
+    for each meter billed on the invoice with usage in its period (up to as_of for a draft), in
+    the customer's zone.
+
+    The events of every customer of the batch are read once; the usage query runs once per meter
+    and billing period (the customers sharing it grouped by customer_id, each in its own zone),
+    with the same events per customer as a query of that invoice alone would see: the stateless
+    meters' events in [start, end), the stateful meters' whole history before end."""
+    wanted = []  # (invoice_id, customer, meter, start, end, as_of)
+    for i, r in rows.items():
+        start, end, as_of = r["period_start"], r["period_end"], r["as_of"]
+        if as_of is not None and as_of < end:
+            end = max(as_of, start + dt.timedelta(seconds=1))
+        for m in _meters(data, lines[i]):
+            if m in data.cat.meters:
+                wanted.append((i, r["customer_id"], m, start, end, as_of))
+    if not wanted:
+        return {}
+    stateful = {m for _, _, m, *_ in wanted if data.cat.meters[m].type in STATEFUL_TYPES}
+    first = min(w[3] for w in wanted if w[2] not in stateful) if any(w[2] not in stateful for w in wanted) else None
+    last = max(w[4] for w in wanted)
+    customers = pl.Series(sorted({w[1] for w in wanted}), dtype=pl.String).implode()
+    meters = pl.Series(sorted({w[2] for w in wanted}), dtype=pl.String).implode()
+    keep = pl.col("meter_api_name").is_in(pl.Series(sorted(stateful), dtype=pl.String).implode())
+    if first is not None:  # partition pruning (event_date is the UTC date), then the exact bound
+        keep = keep | ((pl.col("event_date") >= first.date() - dt.timedelta(days=1))
+                       & (pl.col("event_time") >= pl.lit(first, dtype=TS)))
+    events = apply_cancellations(
+        data.lk.scan("events")
+        .filter(pl.col("customer_id").is_in(customers) & pl.col("meter_api_name").is_in(meters)
+                & (pl.col("event_date") <= last.date() + dt.timedelta(days=1))
+                & (pl.col("event_time") < pl.lit(last, dtype=TS)) & keep)
+        .collect())
+    by_meter = events.partition_by("meter_api_name", as_dict=True) if events.height else {}
+
+    groups: dict[tuple, list[tuple]] = {}
+    for w in wanted:
+        i, c, m, start, end, as_of = w
+        tz = data.tz(c)
+        groups.setdefault((m, _bound(start, tz), _bound(end, tz), as_of), []).append(w)
+    found: dict[tuple[str, str], tuple] = {}  # (invoice_id, meter) -> chart data
+    for (m, start_key, end_key, as_of), ws in groups.items():
+        ev = by_meter.get((m,))
+        if ev is None:
+            continue
+        bounds = pl.DataFrame([(c, start, end) for _, c, _, start, end, _ in ws],
+                              schema={"customer_id": pl.String, "_start": TS, "_end": TS}, orient="row").unique()
+        ev = ev.join(bounds, on="customer_id", how="inner")
+        cut = pl.col("event_time") < pl.col("_end")
+        if m not in stateful:
+            cut = cut & (pl.col("event_time") >= pl.col("_start"))
+        ev = ev.filter(cut).drop("_start", "_end")
+        if ev.height == 0:
+            continue
+        zones = {c: data.tz(c) for c in bounds["customer_id"]}
+        q = usage_query(ev, data.cat.meters[m], window="day", start=start_key, end=end_key,
+                        group_by=["customer_id"], tz=zones, as_of=as_of)
+        daily: dict[str, list] = {}
+        for c, day, v, pct in _local_daily(q, zones).iter_rows():  # by customer, then day
+            daily.setdefault(c, []).append((day, float(v), float(pct)))
+        totals = dict(q.unique("customer_id", keep="first", maintain_order=True)
+                      .select("customer_id", "group_total").iter_rows())
+        per_customer = {c: (d, totals[c]) for c, d in daily.items() if any(v for _, v, _ in d)}
+        for i, c, *_ in ws:
+            if c in per_customer:
+                found[(i, m)] = (m, *per_customer[c])
+    out: dict[str, list[tuple]] = {}
+    for i in rows:
+        charts = [found[(i, m)] for m in _meters(data, lines[i]) if (i, m) in found]
+        if charts:
+            out[i] = charts
+    return out
 
 
 # ------------------------------------------------------------------ charts
@@ -362,29 +489,11 @@ _WHAT = {"sum": "total", "count": "total", "event_duration": "total", "unique_co
          "latest": "latest", "running_total": "level"}
 
 
-def _invoice_charts(data: ReportData, r: dict, meters: list[str]) -> list[dict]:
-    """One chart per meter: daily values over the period (up to as_of), in the customer's zone."""
-    tz = data.tz(r["customer_id"])
-    start, end = r["period_start"], r["period_end"]
-    as_of = r["as_of"]
-    if as_of is not None and as_of < end:
-        end = max(as_of, start + dt.timedelta(seconds=1))
+def _invoice_charts(data: ReportData, r: dict) -> list[dict]:
+    """One chart per meter with usage: daily values over the period (up to as_of), in the customer's zone."""
     charts = []
-    for name in meters:
-        meter = data.cat.meters.get(name)
-        if meter is None:
-            continue
-        stateful = meter.type in STATEFUL_TYPES
-        ev = data.events(r["customer_id"], name, None if stateful else start, end)
-        if ev.height == 0:
-            continue  # nothing to draw (a stateful meter with history still is: its level carries in)
-        q = usage_query(ev, meter, window="day", start=start, end=end, tz=tz, as_of=as_of)
-        z = zone(tz)
-        daily = [(w.astimezone(z).date(), float(v), float(p))
-                 for w, v, p in q.select("window_start", "value", "percent_from_previous").iter_rows()]
-        if not any(v for _, v, _ in daily):
-            continue
-        total = q["group_total"][0] if q.height else Decimal(0)
+    for name, daily, total in data.charts_of(r["invoice_id"]):
+        meter = data.cat.meters[name]
         what = _WHAT.get(meter.type, "total")
         charts.append({
             "title": meter.label or name,
@@ -473,10 +582,9 @@ def _line_view(data: ReportData, r: dict, ln: dict, minor: int) -> dict:
         view["label"] = d[:1].upper() + d[1:]
     elif kind == "credit":
         view["label"] = f"Prepaid credit {ln['grant_id']}" if ln["grant_id"] else (ln["description"] or "Prepaid credit")
-        led = data.ledger.filter((pl.col("invoice_id") == r["invoice_id"]) & (pl.col("grant_id") == ln["grant_id"])
-                                 & (pl.col("entry") == "draw"))
-        if led.height:
-            view["note"] = f"balance after this invoice: {money(led['balance_after'][-1], minor)} {ln['currency'] or r['currency']}"
+        bal = data.balance_after(r["invoice_id"], ln["grant_id"])
+        if bal is not None:
+            view["note"] = f"balance after this invoice: {money(bal, minor)} {ln['currency'] or r['currency']}"
     else:
         view["label"] = ln["description"] or kind
     return view
@@ -498,20 +606,12 @@ def invoice_page(data: ReportData, invoice_id: str) -> str:
     r = data.invoice(invoice_id)
     cur = r["currency"]
     minor = data.minor(cur)
-    lines = data.lines.filter(pl.col("invoice_id") == invoice_id).to_dicts()
-    lines.sort(key=_line_sort_key(data, r))
+    lines = data.lines_of(invoice_id)
     sections = []
     for ln in lines:
         if not sections or sections[-1]["kind"] != ln["kind"]:
             sections.append({"kind": ln["kind"], "title": _SECTIONS.get(ln["kind"], ln["kind"].title()), "lines": []})
         sections[-1]["lines"].append(_line_view(data, r, ln, minor))
-
-    # the meters of the invoice's product items, in plan order
-    meters: list[str] = []
-    for ln in lines:
-        pi = data.cat.product_items.get(ln["product_item_id"]) if ln["product_item_id"] else None
-        if ln["kind"] == "usage" and pi and pi.meter_api_name not in meters:
-            meters.append(pi.meter_api_name)
 
     tz = data.tz(r["customer_id"])
     cust = data.cat.customers.get(r["customer_id"])
@@ -533,7 +633,7 @@ def invoice_page(data: ReportData, invoice_id: str) -> str:
         "credits": taken_off(r["credits_applied"], minor), "total_due": money(r["total_due"], minor),
         "show_minimums": bool(r["minimums_amount"]), "show_adjustments": bool(r["adjustments_amount"]),
     }
-    a, b = _local_period(r["period_start"], r["period_end"], tz)
+    a, b = local_days(r["period_start"], r["period_end"], tz)
     return _template(INVOICE).render(
         inv=r, css=CSS, sections=sections, totals=totals, base=base,
         customer={"name": cust.customer_name if cust and cust.customer_name else r["customer_id"],
@@ -542,7 +642,7 @@ def invoice_page(data: ReportData, invoice_id: str) -> str:
                 "note": f"{(b - a).days + 1} days"},
         plan_name=(f"{plan.name} ({plan.plan_id})" if plan and plan.name else r["plan_id"]),
         as_of=f"{r['as_of']:%Y-%m-%d %H:%M} UTC" if r["as_of"] else "",
-        charts=_invoice_charts(data, r, meters))
+        charts=_invoice_charts(data, r))
 
 
 def render_invoice(lk: Lake, invoice_id: str, data: ReportData | None = None, out: Path | None = None) -> Path:
@@ -557,6 +657,13 @@ def render_invoice(lk: Lake, invoice_id: str, data: ReportData | None = None, ou
 
 
 def _write(path: Path, text: str) -> None:
+    """Write-then-rename; a page whose file already holds the same text is left as it is (a final
+    invoice's page never changes: rendering a month again rewrites nothing)."""
+    try:
+        if path.stat().st_size == len(text.encode("utf-8")) and path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
@@ -565,14 +672,53 @@ def _write(path: Path, text: str) -> None:
 # ------------------------------------------------------------------ a period
 
 
+def with_local_start(inv: pl.DataFrame, cat: Catalog | None) -> pl.DataFrame:
+    """Invoices with `local_start`: the local date their period starts on (customer's zone; UTC
+    without a catalogue)."""
+    zones = {c: cat.timezone(c) for c in inv["customer_id"].unique().to_list()} if cat is not None else {}
+    return with_local_days(inv, zones).rename({"local_first": "local_start"}).drop("local_last")
+
+
+def latest_final_month(inv: pl.DataFrame, cat: Catalog | None) -> str | None:
+    """`2026-10`: the latest local month in which a final invoice's period starts (what
+    `meterbill report` renders without arguments); None without final invoices."""
+    final = inv.filter(pl.col("status") == "final")
+    if final.height == 0:
+        return None
+    return f"{with_local_start(final, cat)['local_start'].max():%Y-%m}"
+
+
 def _local_start(data: ReportData) -> pl.DataFrame:
-    """Invoices with `local_start`: the local date their period starts on (customer's zone)."""
-    inv = data.invoices
-    if inv.height == 0:
-        return inv.with_columns(pl.lit(None, dtype=pl.Date).alias("local_start"))
-    starts = [_local_period(s, e, data.tz(c))[0]
-              for c, s, e in inv.select("customer_id", "period_start", "period_end").iter_rows()]
-    return inv.with_columns(pl.Series("local_start", starts, dtype=pl.Date))
+    return with_local_start(data.invoices, data.cat)
+
+
+def render_invoices(lk: Lake, invoice_ids: list[str], data: ReportData | None = None,
+                    out: Path | None = None) -> list[Path]:
+    """The page of each invoice in `out` (default <lake>/reports/), BATCH invoices at a time (one
+    `prepare` each). Files are written on a few threads while the next pages render (creating a
+    file waits on the disk, not the CPU); at most WRITES_PENDING pages wait in memory, and any
+    write error is raised here."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = data or ReportData.load(lk)
+    out = out or lk.reports_dir
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="report-write") as pool:
+        for k in range(0, len(invoice_ids), BATCH):
+            chunk = list(invoice_ids[k:k + BATCH])
+            data.prepare(chunk)
+            for i in chunk:
+                path = out / invoice_filename(i)
+                pending.append(pool.submit(_write, path, invoice_page(data, i)))
+                paths.append(path)
+                while len(pending) > WRITES_PENDING:
+                    pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+    return paths
 
 
 def _select_period(data: ReportData, period: str | dt.date) -> tuple[str, str, pl.DataFrame]:
@@ -607,7 +753,7 @@ def render_period(lk: Lake, period: str | dt.date, data: ReportData | None = Non
     if inv.height == 0:
         raise UsageError(f"--period: no invoice's billing period starts {'in' if _MONTH.match(label) else 'on'} {label}")
     inv = inv.sort("customer_id", "period_start")
-    paths = [render_invoice(lk, i, data, out) for i in inv.filter(pl.col("status") == "final")["invoice_id"]]
+    paths = render_invoices(lk, inv.filter(pl.col("status") == "final")["invoice_id"].to_list(), data, out)
     rows, by_cur = [], {}
     for r in inv.iter_rows(named=True):
         minor = data.minor(r["currency"])
@@ -644,22 +790,6 @@ def render_period(lk: Lake, period: str | dt.date, data: ReportData | None = Non
     return [path, *paths]
 
 
-def render_final_reports(lk: Lake) -> list[Path]:
-    """Pages for every final invoice that has none yet, and the summary of each month they start in.
-
-    Final invoices never change, so a page once written stays right; for the run flow, before
-    its markdown artifact (which links every page under reports/)."""
-    data = ReportData.load(lk)
-    inv = _local_start(data).filter(pl.col("status") == "final")
-    todo = [(i, d) for i, d in inv.select("invoice_id", "local_start").iter_rows()
-            if not (lk.reports_dir / invoice_filename(i)).exists()]
-    months = sorted({f"{d:%Y-%m}" for _, d in todo})
-    paths: list[Path] = []
-    for m in months:
-        paths += render_period(lk, m, data)
-    return paths
-
-
 def report_command(lk: Lake, invoice: str | None, period: str | None, out: Path | None = None) -> list[Path]:
     """`meterbill report`: pages into `out` (default <lake>/reports/)."""
     if out is not None and out.exists() and not out.is_dir():
@@ -669,7 +799,7 @@ def report_command(lk: Lake, invoice: str | None, period: str | None, out: Path 
         return [render_invoice(lk, invoice, data, out)]
     if period:
         return render_period(lk, period, data, out)
-    inv = _local_start(data).filter(pl.col("status") == "final")
-    if inv.height == 0:
+    month = latest_final_month(data.invoices, data.cat)
+    if month is None:
         raise UsageError("report: no final invoice yet (name one with --invoice, or run `meterbill bill`)")
-    return render_period(lk, f"{inv['local_start'].max():%Y-%m}", data, out)
+    return render_period(lk, month, data, out)

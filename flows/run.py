@@ -1,4 +1,5 @@
-"""`meterbill run`: ingest -> meter -> bill -> alerts, each a subflow, then the run report artifacts.
+"""`meterbill run`: ingest -> meter -> bill -> alerts, each a subflow, then the run report artifacts
+(no HTML pages: those are `meterbill report`'s, on demand).
 
 A stage that raises fails the run: nothing after it runs, a short `run-report` artifact names
 the stage and the error, and the exception reaches the caller (the CLI prints one line, exit 1).
@@ -23,13 +24,11 @@ STAGES = ("ingest", "meter", "bill", "alerts")
       retry_delay_seconds=exponential_backoff(backoff_factor=1), retry_jitter_factor=0.5)
 def publish_report_task(lake: str, as_of: str, ingest: dict | None, meter: dict | None, bill: dict | None,
                         alerts: dict | None, timings: dict) -> str:
-    """Read the lake's tables (I/O, retried with backoff) and publish the run report and invoices table."""
+    """Read the lake's tables (I/O, retried with backoff) and publish the run report and invoices
+    table: both small at any number of customers; no HTML page (`meterbill report` makes them)."""
     from flows.artifacts import invoices_artifact, run_report_artifact
 
-    from flows.report import render_final_reports
-
     lk = Lake(lake)
-    render_final_reports(lk)  # pages of newly final invoices, so the report can link them
     text = run_report_artifact(lk, as_of, ingest, bill, alerts, meter=meter, timings=timings)
     invoices_artifact(lk)
     return text

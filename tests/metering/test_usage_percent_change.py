@@ -59,11 +59,11 @@ def test_negative_previous_value_follows_the_spec_formula_literally():
 def test_percent_change_has_one_home():
     import importlib
 
-    from transforms.percent import percent_change
+    from transforms.percent import percent_change, percent_change_float
 
     # by module name: the packages export functions named like their modules (`evaluate`)
     alerts_evaluate = importlib.import_module("transforms.alerts.evaluate")
     metering_query = importlib.import_module("transforms.metering.query")
 
     assert alerts_evaluate.percent_change is percent_change
-    assert metering_query.percent_change is percent_change
+    assert metering_query.percent_change_float is percent_change_float

@@ -27,6 +27,22 @@ def test_percent_change_rules():
     assert float(percent_change(D(3), D(1))) == -66.66666666666667
 
 
+
+def test_percent_change_of_decimals_is_the_exact_ratio_rounded_once():
+    # the integer-ratio float is the float of the exact Fraction, to the last bit
+    import random
+    from decimal import Decimal
+
+    from transforms.percent import percent_change, percent_change_float
+
+    rnd = random.Random(11)
+    for _ in range(20_000):
+        prev, cur = (Decimal(rnd.randint(-10**15, 10**15)).scaleb(-rnd.randint(0, 9)) for _ in range(2))
+        if prev == 0:
+            continue
+        assert percent_change_float(prev, cur) == float(percent_change(prev, cur)), (prev, cur)
+
+
 def test_gap_filled_with_zeros_for_every_bucket_of_every_group():
     ev = evs([["2026-01-02T10:00:00Z", 5, {"region": "us"}], ["2026-01-04T10:00:00Z", 2, {"region": "eu"}],
               ["2026-01-04T11:00:00Z", 1, {"region": "eu"}], ["2026-01-09T11:00:00Z", 50, {"region": "ap"}]])

@@ -77,3 +77,16 @@ def test_run_prints_a_summary_and_publishes_a_report_and_an_invoice_table(lake, 
     assert got == {("c1", "2026-01"): ("final", "13.50"), ("c2", "2026-01"): ("final", "6.40"),
                    ("c1", "2026-02"): ("draft", "10.00"), ("c2", "2026-02"): ("draft", "9.14")}
     assert [r["period_start"][:7] for r in rows] == ["2026-02", "2026-02", "2026-01", "2026-01"]  # newest first
+
+
+def test_run_renders_no_invoice_page_and_its_report_says_how_to_make_them(lake, cli):
+    from catalog import Lake
+
+    code, out, err = cli("run", "--lake", lake, "--as-of", AS_OF, "--no-deliver")
+    assert code == 0, err
+    # pages are `meterbill report`'s, on demand: the run writes none
+    assert not list(Lake(lake).reports_dir.glob("*.html"))
+    _, arts = latest_run_and_artifacts("run")
+    md = arts["run-report"].data
+    assert "meterbill report --period 2026-01" in md  # the latest month with a final invoice
+    assert "file://" not in md

@@ -113,3 +113,27 @@ def test_default_plan_from_the_start_of_the_first_event_day_until_the_next_subsc
 def test_no_default_plan_without_the_setting():
     cat = catalog(plans=[plan("free")], customers=[{"customer_id": "c1", "customer_name": "x"}])
     assert customer_periods(cat, "c1", until=utc(2026, 3, 1), first_event_time=utc(2026, 1, 15)) == []
+
+
+def test_local_days_of_a_frame_are_the_rule_of_one_period():
+    import polars as pl
+
+    from catalog.schemas import TS
+    # with_local_days (one pass per zone) gives local_days row by row: Sydney's month starting at
+    # its local midnight (UTC+11), Los Angeles across the November DST change, a UTC month, an
+    # unknown customer (UTC), and a period cut mid-day
+    from transforms.pricing.periods import local_days, with_local_days
+
+    utc = dt.timezone.utc
+    rows = [("syd", dt.datetime(2026, 10, 14, 13, tzinfo=utc), dt.datetime(2026, 11, 14, 13, tzinfo=utc)),
+            ("la", dt.datetime(2026, 10, 1, 7, tzinfo=utc), dt.datetime(2026, 11, 1, 7, tzinfo=utc)),
+            ("la", dt.datetime(2026, 11, 1, 7, tzinfo=utc), dt.datetime(2026, 12, 1, 8, tzinfo=utc)),
+            ("utc", dt.datetime(2026, 11, 1, tzinfo=utc), dt.datetime(2026, 12, 1, tzinfo=utc)),
+            ("who", dt.datetime(2026, 11, 1, tzinfo=utc), dt.datetime(2026, 11, 15, 12, tzinfo=utc))]
+    zones = {"syd": "Australia/Sydney", "la": "America/Los_Angeles", "utc": "UTC"}
+    df = pl.DataFrame(rows, schema={"customer_id": pl.String, "period_start": TS, "period_end": TS}, orient="row")
+    got = with_local_days(df, zones).select("local_first", "local_last").rows()
+    assert got == [local_days(s, e, zones.get(c, "UTC")) for c, s, e in rows]
+    assert got == [(dt.date(2026, 10, 15), dt.date(2026, 11, 14)), (dt.date(2026, 10, 1), dt.date(2026, 10, 31)),
+                   (dt.date(2026, 11, 1), dt.date(2026, 11, 30)), (dt.date(2026, 11, 1), dt.date(2026, 11, 30)),
+                   (dt.date(2026, 11, 1), dt.date(2026, 11, 15))]

@@ -140,7 +140,9 @@ class IngestReport:
             line += f"; {self.revalidated} re-validated from quarantine: {self._revalidated_text()}"
         return line
 
-    def to_markdown(self, max_rows: int = 50) -> str:
+    def to_markdown(self, max_rows: int = 20) -> str:
+        """The report: totals of every file, then the first `max_rows` rows of each list and how
+        many more (bounded at any number of files or undefined ids)."""
         t = self.totals
         out = [
             "# Ingest report", "",
@@ -169,7 +171,7 @@ class IngestReport:
                 top = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))
                 out += [f"| {_md(k)} | {v} |" for k, v in top[:max_rows]]
                 if len(top) > max_rows:
-                    out.append(f"| … {len(top) - max_rows} more | |")
+                    out.append(f"| … {len(top) - max_rows:,} more | |")
                 out.append("")
         done = [f for f in self.files if f.status != STATUS_SKIPPED]
         if done:
@@ -180,7 +182,7 @@ class IngestReport:
                 out.append(f"| {_md(f.source_file)} | {f.format or ''} | {f.rows_read} | {f.accepted} | "
                            f"{f.duplicates} | {f.quarantined} | {status} |")
             if len(done) > max_rows:
-                out.append(f"| … {len(done) - max_rows} more files | | | | | | |")
+                out.append(f"| … {len(done) - max_rows:,} more files | | | | | | |")
             out.append("")
         return "\n".join(out)
 

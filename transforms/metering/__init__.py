@@ -12,7 +12,8 @@ Pure functions (no paths, no Prefect, no clock, no network): `as_of` is always a
 
 from transforms.metering.cancel import apply_cancellations
 from transforms.metering.hourly import hourly_rebuild_dates, hourly_usage
-from transforms.metering.query import percent_change, usage_query
+from transforms.metering.query import usage_query
+from transforms.percent import percent_change
 from transforms.metering.values import meter_rows, meter_values
 from transforms.metering.windows import calendar_windows, window_containing
 

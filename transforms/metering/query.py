@@ -38,7 +38,7 @@ from catalog.schemas import DEC, TS
 from transforms.metering.cancel import counting
 from transforms.metering.values import check_group_by, meter_rows
 from transforms.metering.windows import calendar_windows, check_window, zone
-from transforms.percent import percent_change
+from transforms.percent import percent_change_float
 
 ALL = "*"  # the pseudo-customer of combined (not customer-grouped) event-set queries
 ADDITIVE = frozenset({"sum", "count"})
@@ -143,7 +143,7 @@ def usage_query(
         if key != prev_key:
             prev_val = None
             prev_key = key
-        pct.append(0.0 if prev_val is None else float(percent_change(prev_val, cur)))
+        pct.append(0.0 if prev_val is None else percent_change_float(prev_val, cur))
         prev_val = cur
     grid = grid.with_columns(pl.Series("percent_from_previous", pct, dtype=pl.Float64))
     return grid.select(

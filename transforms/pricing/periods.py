@@ -207,3 +207,32 @@ def periods_from_frame(df: pl.DataFrame) -> list[CustomerPeriod]:
         raise ValueError(f"periods: missing columns {sorted(missing)}")
     df = df.select(list(CUSTOMER_PERIOD_SCHEMA)).cast(CUSTOMER_PERIOD_SCHEMA)
     return [CustomerPeriod(*row) for row in df.iter_rows()]
+
+
+def local_days(start: dt.datetime, end: dt.datetime, tz: str) -> tuple[dt.date, dt.date]:
+    """A period [start, end) as the customer sees it: its first and last local day in `tz` (the
+    last is the day of the instant just before `end`). Every display of a period (terminal
+    tables, HTML pages, artifacts) uses this rule."""
+    z = ZoneInfo(tz)
+    return start.astimezone(z).date(), (end - dt.timedelta(microseconds=1)).astimezone(z).date()
+
+
+def with_local_days(df: pl.DataFrame, timezones: dict[str, str], start: str = "period_start",
+                    end: str = "period_end", customer: str = "customer_id") -> pl.DataFrame:
+    """`local_days` for every row of a frame, vectorised (one pass per time zone): adds the Date
+    columns `local_first` and `local_last`. `timezones` maps customer ids to zones (others: UTC)."""
+    if df.height == 0:
+        return df.with_columns(pl.lit(None, dtype=pl.Date).alias("local_first"),
+                               pl.lit(None, dtype=pl.Date).alias("local_last"))
+    zones = pl.DataFrame({customer: list(timezones), "_tz": list(timezones.values())},
+                         schema={customer: pl.String, "_tz": pl.String})
+    tagged = (df.with_row_index("_row").join(zones, on=customer, how="left")
+              .with_columns(pl.col("_tz").fill_null("UTC")))
+    parts = []
+    for (tz,), part in tagged.partition_by("_tz", as_dict=True).items():
+        parts.append(part.select(
+            "_row",
+            pl.col(start).dt.convert_time_zone(tz).dt.date().alias("local_first"),
+            (pl.col(end) - pl.duration(microseconds=1)).dt.convert_time_zone(tz).dt.date().alias("local_last")))
+    days = pl.concat(parts).sort("_row")
+    return df.with_columns(days["local_first"], days["local_last"])
