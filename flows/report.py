@@ -353,8 +353,8 @@ def _chart_data(data: ReportData, rows: dict[str, dict], lines: dict[str, list[d
     for each meter billed on the invoice with usage in its period (up to as_of for a draft), in
     the customer's zone.
 
-    The events of every customer of the batch are read once; the usage query runs once per meter
-    and billing period (the customers sharing it grouped by customer_id, each in its own zone),
+    The events of every customer of the batch are read once; the usage query runs once per meter,
+    time zone and billing period (the customers sharing them grouped by customer_id),
     with the same events per customer as a query of that invoice alone would see: the stateless
     meters' events in [start, end), the stateful meters' whole history before end."""
     wanted = []  # (invoice_id, customer, meter, start, end, as_of)
@@ -388,9 +388,9 @@ def _chart_data(data: ReportData, rows: dict[str, dict], lines: dict[str, list[d
     for w in wanted:
         i, c, m, start, end, as_of = w
         tz = data.tz(c)
-        groups.setdefault((m, _bound(start, tz), _bound(end, tz), as_of), []).append(w)
+        groups.setdefault((m, tz, _bound(start, tz), _bound(end, tz), as_of), []).append(w)
     found: dict[tuple[str, str], tuple] = {}  # (invoice_id, meter) -> chart data
-    for (m, start_key, end_key, as_of), ws in groups.items():
+    for (m, tz, start_key, end_key, as_of), ws in groups.items():
         ev = by_meter.get((m,))
         if ev is None:
             continue
@@ -403,9 +403,9 @@ def _chart_data(data: ReportData, rows: dict[str, dict], lines: dict[str, list[d
         ev = ev.filter(cut).drop("_start", "_end")
         if ev.height == 0:
             continue
-        zones = {c: data.tz(c) for c in bounds["customer_id"]}
+        zones = {c: tz for c in bounds["customer_id"]}
         q = usage_query(ev, data.cat.meters[m], window="day", start=start_key, end=end_key,
-                        group_by=["customer_id"], tz=zones, as_of=as_of)
+                        group_by=["customer_id"], tz=tz, as_of=as_of)
         daily: dict[str, list] = {}
         for c, day, v, pct in _local_daily(q, zones).iter_rows():  # by customer, then day
             daily.setdefault(c, []).append((day, float(v), float(pct)))
