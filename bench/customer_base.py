@@ -10,6 +10,8 @@ Shape, unlike bench/generate.py's 2,000 customers:
   (api_calls: endpoint × region × project; llm_tokens: model × project; requests: region), so a
   customer × meter × dimension combination has few events an hour and `usage_hourly` holds about
   as many rows as there are events;
+- five alerts (per customer by day, week and billing period, usage, spend and prepaid balance;
+  one over all customers), so `alerts` evaluates every customer;
 - one month of events (January 2026) as Parquet, 1% re-sends and 0.1% bad rows, as generate.py.
 """
 
@@ -44,6 +46,20 @@ METER_P = [0.60, 0.20, 0.15, 0.05]
 PAIRS = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
 
 
+ALERTS = """\
+- {alert_id: busy-day, name: Over 2000 API calls in a day, metric: usage, meter_api_name: api_calls,
+   scope: per_customer, window: day, condition: greater_than, threshold: 2000}
+- {alert_id: quiet-week, name: Fewer than 5 API calls in a week, metric: usage, meter_api_name: api_calls,
+   scope: per_customer, window: week, condition: less_than, threshold: 5}
+- {alert_id: big-spender, name: Spend over 100 a period, metric: spend, scope: per_customer,
+   window: billing_period, condition: greater_than, threshold: 100}
+- {alert_id: tokens-jump, name: Tokens up 50% day over day, metric: usage, meter_api_name: llm_tokens,
+   scope: all_customers, window: day, condition: percent_change_above, threshold: 50}
+- {alert_id: low-balance, name: Prepaid balance under 5, metric: prepaid_balance, scope: per_customer,
+   window: day, condition: less_than, threshold: 5}
+"""
+
+
 def customer_ids(n: int) -> list[str]:
     return [f"cus_{i:06d}" for i in range(n)]
 
@@ -70,6 +86,7 @@ def write_catalog(lake: Path, customers: int, seed: int = 3) -> None:
         for i in range(0, customers, 50):
             f.write(f"- {{grant_id: g_{i:06d}, customer_id: {ids[i]}, amount: \"25.00\", currency: USD, "
                     f"effective_at: 2026-01-01, priority: 10}}\n")
+    (cat / "alerts.yaml").write_text(ALERTS)
     with open(cat / "promotions.yaml", "w") as f:
         for i in range(7, customers, 100):
             f.write(f"- {{promotion_id: pr_{i:06d}, customer_id: {ids[i]}, type: percentage, value: 10, "

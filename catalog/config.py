@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    PrivateAttr,
     AfterValidator,
     BaseModel,
     BeforeValidator,
@@ -492,6 +493,7 @@ class Catalog(BaseModel):
     alerts: dict[str, Alert] = Field(default_factory=dict)
     settings: Settings = Field(default_factory=Settings)
     ignored_files: tuple[str, ...] = ()  # hidden names in the folder (.DS_Store, swap files), not read
+    _zones: tuple[Any, dict[str, str]] | None = PrivateAttr(default=None)
 
     def minor_units(self, code: str) -> int:
         """Decimal places of a currency: a custom currency's own, else ISO 4217."""
@@ -499,9 +501,20 @@ class Catalog(BaseModel):
             return self.currencies[code].minor_units
         return ISO_MINOR_UNITS[code]
 
+    def timezones(self) -> dict[str, str]:
+        """customer_id -> the customer's IANA time zone (UTC where none is given), made once."""
+        if self._zones is None or self._zones[0] is not self.customers:  # (a copy may hold other customers)
+            column = getattr(self.customers, "column", None)  # a FlatTable: no models built
+            if column is not None:
+                zones = [z if isinstance(z, str) and z else "UTC" for z in column("timezone")]
+                self._zones = (self.customers, dict(zip(self.customers, zones)))
+            else:
+                self._zones = (self.customers, {cid: c.timezone for cid, c in self.customers.items()})
+        return self._zones[1]
+
     def timezone(self, customer_id: str) -> str:
-        c = self.customers.get(customer_id)
-        return c.timezone if c else "UTC"
+        """The customer's time zone; UTC for a customer the catalogue does not know."""
+        return self.timezones().get(customer_id, "UTC")
 
 
 

@@ -36,18 +36,27 @@ def alert_window_frame(alert: Alert, cat: Catalog, as_of: dt.datetime, customers
                        periods: dict[str, list[tuple[dt.datetime, dt.datetime]]]) -> pl.DataFrame:
     """customer_id, window_start, window_end, complete: the windows each customer is judged on.
 
-    Calendar windows are the customer's local ones; for scope all_customers they are UTC for every
-    customer, so that the customers' values add up in one window (the sum has no customer's zone)."""
-    rows = []
+    Calendar windows are the customer's local ones (made once per zone); for scope all_customers
+    they are UTC for every customer, so that the customers' values add up in one window (the sum
+    has no customer's zone); billing_period windows are each customer's own periods."""
+    zones = cat.timezones()
+    by_zone: dict[str, object] = {}
+    cid_col, start_col, end_col, complete_col = [], [], [], []
     for cid in customers:
-        bp = periods.get(cid, []) if alert.window == "billing_period" else None
-        tz = "UTC" if alert.scope == "all_customers" else cat.timezone(cid)
-        w = alert_windows(alert, as_of, tz, bp)
+        tz = "UTC" if alert.scope == "all_customers" else zones.get(cid, "UTC")
+        if alert.window == "billing_period":
+            w = alert_windows(alert, as_of, tz, periods.get(cid, []))
+        else:
+            w = by_zone.get(tz) or by_zone.setdefault(tz, alert_windows(alert, as_of, tz, None))
         for win, complete in ((w.before_last, True), (w.last_complete, True), (w.current, False)):
             if win is not None:
-                rows.append({"customer_id": cid, "window_start": win[0], "window_end": win[1], "complete": complete})
-    return pl.DataFrame(rows, schema={"customer_id": pl.String, "window_start": TS, "window_end": TS,
-                                      "complete": pl.Boolean})
+                cid_col.append(cid)
+                start_col.append(win[0])
+                end_col.append(win[1])
+                complete_col.append(complete)
+    return pl.DataFrame({"customer_id": cid_col, "window_start": start_col, "window_end": end_col,
+                         "complete": complete_col},
+                        schema={"customer_id": pl.String, "window_start": TS, "window_end": TS, "complete": pl.Boolean})
 
 
 def alert_values(alert: Alert, cat: Catalog, as_of: dt.datetime, *, counting: pl.DataFrame,
@@ -94,24 +103,27 @@ def _spend(alert: Alert, wf: pl.DataFrame, invoices: pl.DataFrame, line_items: p
 
 
 def _balance(cat: Catalog, wf: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
-    rows = []
-    by_grant = {g: part.sort("at") for (g,), part in ledger.partition_by("grant_id", as_dict=True).items()} \
-        if ledger.height else {}
-    for r in wf.iter_rows(named=True):
-        total = Decimal(0)
-        tz = cat.timezone(r["customer_id"])
-        for g in cat.credits.values():
-            if g.customer_id != r["customer_id"]:
-                continue
-            eff = to_utc(g.effective_at, tz)
-            exp = to_utc(g.expires_at, tz) if g.expires_at is not None else None
-            if eff >= r["window_end"] or (exp is not None and exp <= r["window_end"]):
-                continue
-            hist = by_grant.get(g.grant_id)
-            before = hist.filter(pl.col("at") < r["window_end"]) if hist is not None else None
-            total += before["balance_after"][-1] if before is not None and before.height else g.amount
-        rows.append({**r, "value": total})
-    return pl.DataFrame(rows, schema={**SCHEMA})
+    """Per window, the sum over the customer's grants in effect at its end of the ledger's last
+    balance before that end (a grant never drawn counts at its amount)."""
+    in_scope = set(wf["customer_id"].unique().to_list())
+    zones = cat.timezones()
+    grants = [(g.grant_id, g.customer_id, g.amount, to_utc(g.effective_at, zones.get(g.customer_id, "UTC")),
+               to_utc(g.expires_at, zones.get(g.customer_id, "UTC")) if g.expires_at is not None else None)
+              for g in cat.credits.values() if g.customer_id in in_scope]
+    gf = pl.DataFrame(grants, schema={"grant_id": pl.String, "customer_id": pl.String, "amount": DEC,
+                                      "effective": TS, "expires": TS}, orient="row")
+    live = wf.select("customer_id", "window_end").unique().join(gf, on="customer_id").filter(
+        (pl.col("effective") < pl.col("window_end"))
+        & (pl.col("expires").is_null() | (pl.col("expires") > pl.col("window_end"))))
+    hist = (ledger.select("grant_id", pl.col("at").cast(TS), pl.col("balance_after").cast(DEC))
+            .filter(pl.col("grant_id").is_in(live["grant_id"].unique().implode())).sort("at"))
+    last = live.sort("grant_id", "window_end").join_asof(
+        hist.sort("grant_id", "at"), left_on="window_end", right_on="at", by="grant_id",
+        strategy="backward", allow_exact_matches=False, check_sortedness=False)  # sorted within each grant
+    per_window = (last.group_by("customer_id", "window_end")
+                  .agg(pl.coalesce("balance_after", "amount").sum().alias("value")))
+    return (wf.join(per_window, on=["customer_id", "window_end"], how="left")
+            .with_columns(pl.col("value").fill_null(Decimal(0))).select(*SCHEMA))
 
 
 def _undefined(alert: Alert, cat: Catalog, as_of: dt.datetime, counting: pl.DataFrame) -> pl.DataFrame:
