@@ -21,6 +21,8 @@ def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] |
 
     With `customers` (a shard, flows/executors.py) only their rows, plus their share of the '*'
     rows (counts of undefined customers or meters), which the reduce adds up across shards."""
+    from flows.bill import first_event_times
+
     invoices, lines, ledger = lk.read("invoices"), lk.read("line_items"), lk.read("credit_ledger")
     events = lk.scan("events").filter(pl.col("event_time") < as_of)
     # only the events an alert reads: the usage alerts' meters (their cancel records carry the same
@@ -36,9 +38,12 @@ def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] |
     counting = apply_cancellations(events)
     periods = {}
     if any(a.window == "billing_period" for a in cat.alerts.values()):
+        # the periods billing has: the default plan's start at the customer's first event included
+        first = first_event_times(lk, as_of, customers) if cat.settings.default_plan_id else {}
+        until = as_of + dt.timedelta(microseconds=1)
         for cid in cat.customers:
             if customers is None or cid in customers:
-                periods[cid] = [(p.start, p.end) for p in customer_periods(cat, cid, as_of + dt.timedelta(microseconds=1))]
+                periods[cid] = [(p.start, p.end) for p in customer_periods(cat, cid, until, first.get(cid))]
     out = {}
     for alert in cat.alerts.values():
         vals = alert_values(alert, cat, as_of, counting=counting, invoices=invoices, line_items=lines,

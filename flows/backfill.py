@@ -49,13 +49,11 @@ def _progress(done: int, total: int, label: str) -> None:
 
 def close_instants(lk: Lake, cat: Catalog, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
     """Every period end + grace inside (start, end], and end itself, in order."""
-    import polars as pl
-
+    from flows.bill import first_event_times
     from transforms.pricing import customer_periods
 
-    first: dict = {}
-    if lk.exists("events"):  # the default plan starts at a customer's first event (SPEC §5.2)
-        first = dict(lk.scan("events").group_by("customer_id").agg(pl.col("event_time").min()).collect().iter_rows())
+    # the default plan starts at a customer's first event (SPEC §5.2), as billing at `end` has it
+    first = first_event_times(lk, end) if cat.settings.default_plan_id else {}
     grace = dt.timedelta(hours=cat.settings.grace_period_hours)
     steps = {end}
     for cid in cat.customers:

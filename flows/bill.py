@@ -21,6 +21,7 @@ from catalog.lake import duck, sql_str
 from catalog.schemas import SCHEMAS, empty
 from flows.common import as_of_instant, not_a_warehouse_error, parse_instant, register_customers, register_meter_types
 from transforms import bill_inputs, billing
+from transforms.firsts import first_events_sql
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
 
@@ -28,8 +29,9 @@ BILL_TABLES = ("invoices", "line_items", "credit_ledger", "unbilled_usage", "rec
 
 
 def first_event_times(lk: Lake, as_of: dt.datetime, customers: set[str] | None = None) -> dict:
-    """customer_id -> time of the customer's first counting event before `as_of`: where a default
-    plan starts (SPEC §5.2). One DuckDB pass over four columns of the events."""
+    """customer_id -> the customer's first event (`transforms.firsts`: the first counting event
+    before `as_of`), where a default plan starts (SPEC §5.2); with `customers`, only theirs. One
+    DuckDB pass over five columns of the events."""
     if not lk.exists("events"):
         return {}
     con = duck(lk)
@@ -38,7 +40,7 @@ def first_event_times(lk: Lake, as_of: dt.datetime, customers: set[str] | None =
         if customers is not None:
             register_customers(con, customers)
         src = f"read_parquet({sql_str(lk.table_glob('events'))}, hive_partitioning = false)"
-        df = con.sql(bill_inputs.first_events_sql(src, as_of, shard=customers is not None)).pl()
+        df = con.sql(first_events_sql(src, as_of, shard=customers is not None)).pl()
     finally:
         con.close()
     return {c: t.astimezone(dt.timezone.utc) for c, t in df.iter_rows()}
@@ -216,9 +218,8 @@ def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] 
         raise ValueError(f"source must be 'hourly' or 'events', got {source!r}")
     if source == "events":
         counting, cancels = event_counting(lk, as_of, customers)
-        first = dict(counting.group_by("customer_id").agg(pl.col("event_time").min()).iter_rows())
-    else:  # the first events only matter where a default plan starts at them
-        first = first_event_times(lk, as_of, customers) if cat.settings.default_plan_id else {}
+    # the first events only matter where a default plan starts at them
+    first = first_event_times(lk, as_of, customers) if cat.settings.default_plan_id else {}
     periods = all_customer_periods(cat, as_of, first_event_times=first)
     if customers is not None:
         periods = [p for p in periods if p.customer_id in customers]

@@ -42,7 +42,7 @@ from catalog.lake import duck, sql_str
 from catalog.schemas import PARTITIONS, conform
 from flows.common import as_of_instant, not_a_warehouse_error, parse_instant, register_customers, register_meter_types
 from transforms.fast_hourly import ADDITIVE_TYPES, additive_hourly_sql
-from transforms.metering import apply_cancellations, hourly_usage
+from transforms.metering import apply_cancellations, hourly_rebuild_dates, hourly_usage
 
 TABLE = "usage_hourly"
 
@@ -53,20 +53,11 @@ def _meters_signature(cat: Catalog) -> str:
 
 
 def dates_to_rebuild(events: pl.LazyFrame, cat: Catalog, watermark: dt.datetime | None) -> list[dt.date] | None:
-    """The event dates whose hourly usage must be recomputed; None means all of them."""
+    """The event dates whose hourly usage must be recomputed (`hourly_rebuild_dates` of the events
+    ingested after `watermark`); None means all of them."""
     if watermark is None:
         return None
-    new = events.filter(pl.col("ingested_at") > watermark).select("event_date", "meter_api_name").unique().collect()
-    if new.height == 0:
-        return []
-    dates = set(new["event_date"].to_list())
-    stateful = {n for n, m in cat.meters.items() if m.type in STATEFUL_TYPES}
-    st = new.filter(pl.col("meter_api_name").is_in(sorted(stateful)))
-    if st.height:
-        first = st["event_date"].min()
-        later = events.filter(pl.col("event_date") >= first).select("event_date").unique().collect()
-        dates |= set(later["event_date"].to_list())
-    return sorted(dates)
+    return hourly_rebuild_dates(events.filter(pl.col("ingested_at") > watermark), events, cat.meters)
 
 
 def _event_dates(events: pl.LazyFrame) -> list[dt.date]:
