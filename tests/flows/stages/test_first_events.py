@@ -72,7 +72,7 @@ EVENTS = [
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory) -> Lake:
-    from flows.ingest import run_ingest
+    from flows.stages.ingest import run_ingest
 
     root = tmp_path_factory.mktemp("firsts") / "lake"
     (root / "catalog").mkdir(parents=True)
@@ -86,7 +86,7 @@ def lake(tmp_path_factory) -> Lake:
 
 
 def test_the_first_event_is_the_first_counting_event_before_as_of(lake):
-    from flows.bill import first_event_times
+    from flows.stages.firsts import first_event_times
 
     as_of = dt.datetime(2026, 1, 10, tzinfo=UTC)
     assert first_event_times(lake, as_of) == {
@@ -98,7 +98,7 @@ def test_the_first_event_is_the_first_counting_event_before_as_of(lake):
 
 
 def test_bill_starts_the_default_plan_on_the_first_counting_events_day(lake):
-    from flows.bill import bill_tables
+    from flows.stages.bill import bill_tables
 
     cat = load_catalog(lake.catalog_dir)
     for source in ("hourly", "events"):
@@ -113,7 +113,7 @@ def test_bill_starts_the_default_plan_on_the_first_counting_events_day(lake):
 def test_backfill_closes_the_default_plan_periods_bill_makes(lake):
     """Backfill bills at each period end + grace: the periods of the first counting event (c1's
     Jan 5 → Feb 5 closes on Feb 6), not of a cancelled one (Jan 3 → Feb 3 would close on Feb 4)."""
-    from flows.backfill import close_instants
+    from flows.stages.backfill import close_instants
 
     cat = load_catalog(lake.catalog_dir)
     start, end = dt.datetime(2026, 1, 1, tzinfo=UTC), dt.datetime(2026, 2, 10, tzinfo=UTC)
@@ -127,7 +127,7 @@ def test_backfill_closes_the_default_plan_periods_bill_makes(lake):
 def test_alerts_have_billing_period_windows_for_a_default_plan_customer(lake):
     """c1 and c2 are billed only on the default plan: their billing_period alert windows are those
     periods (the current one in progress at as_of, the last complete one before it)."""
-    from flows.alerts import values_all
+    from flows.stages.alerts import values_all
 
     cat = load_catalog(lake.catalog_dir)
     vals = values_all(lake, cat, INGEST_AS_OF)["period-calls"]

@@ -37,8 +37,8 @@ def ndjson(rows: list[dict]) -> str:
 
 
 def test_meter_rebuilds_the_dates_hourly_rebuild_dates_names(tmp_path):
-    from flows.ingest import run_ingest
-    from flows.meter import run_meter
+    from flows.stages.ingest import run_ingest
+    from flows.stages.meter import run_meter
     from transforms.metering import hourly_rebuild_dates, hourly_usage
 
     root = tmp_path / "lake"
