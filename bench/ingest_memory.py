@@ -65,7 +65,7 @@ def ingest(lake: Path, memory_limit: str) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from catalog import Lake, load_catalog
-    from flows.ingest import run_ingest
+    from flows.stages.ingest import run_ingest
     from tests.ingest.messy_zone import AS_OF
 
     lk = Lake(lake)

@@ -98,7 +98,7 @@ def worker_meterbill(lake: str, as_of: str, profile: str | None) -> dict:
     from prefect import flow
 
     from flows.bill import bill_flow
-    from flows.common import local_engine
+    from flows.engine import local_engine
     from flows.ingest import ingest_flow
     from flows.meter import meter_flow
 
@@ -148,7 +148,7 @@ def worker_prefect_start() -> dict:
     import flows  # noqa: F401
     from prefect import flow
 
-    from flows.common import local_engine
+    from flows.engine import local_engine
 
     @flow(name="bench-warm-up")
     def warm() -> int:

@@ -1,86 +1,14 @@
-"""`meterbill alerts`: evaluate every alert of the catalogue -> alerts_fired, then deliver -> deliveries."""
+"""The alerts flow: the alerts stage (flows/stages/alerts.py) as a Prefect task, locally or with
+the metric values computed on customer shards (flows/executors.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import polars as pl
 from prefect import flow, get_run_logger, task
 
-from catalog import Catalog, Lake, load_catalog
-from catalog.schemas import conform
-from flows.common import as_of_instant, parse_instant
-from transforms.alert_values import alert_values
-from transforms.alerts import evaluate
-from transforms.metering import apply_cancellations
-from transforms.pricing import customer_periods
-
-
-def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None) -> dict[str, pl.DataFrame]:
-    """alert_id -> the alert's metric per customer and window (transforms.alert_values).
-
-    With `customers` (a shard, flows/executors.py) only their rows, plus their share of the '*'
-    rows (counts of undefined customers or meters), which the reduce adds up across shards."""
-    invoices, lines, ledger = lk.read("invoices"), lk.read("line_items"), lk.read("credit_ledger")
-    events = lk.scan("events").filter(pl.col("event_time") < as_of)
-    # only the events an alert reads: the usage alerts' meters (their cancel records carry the same
-    # meter), every meter for the undefined_* counts, none for spend and balance alerts
-    if not any(a.metric in ("undefined_customer", "undefined_meter") for a in cat.alerts.values()):
-        meters = sorted({a.meter_api_name for a in cat.alerts.values() if a.metric == "usage"})
-        events = events.filter(pl.col("meter_api_name").is_in(meters))
-    if customers is not None:
-        mine = pl.col("customer_id").is_in(sorted(customers))
-        events = events.filter(mine)
-        invoices, lines, ledger = invoices.filter(mine), lines.filter(mine), ledger.filter(mine)
-    events = events.collect()
-    counting = apply_cancellations(events)
-    periods = {}
-    if any(a.window == "billing_period" for a in cat.alerts.values()):
-        for cid in cat.customers:
-            if customers is None or cid in customers:
-                periods[cid] = [(p.start, p.end) for p in customer_periods(cat, cid, as_of + dt.timedelta(microseconds=1))]
-    out = {}
-    for alert in cat.alerts.values():
-        vals = alert_values(alert, cat, as_of, counting=counting, invoices=invoices, line_items=lines,
-                            ledger=ledger, periods=periods)
-        if customers is not None:
-            vals = vals.filter(pl.col("customer_id").is_in(sorted(customers)) | (pl.col("customer_id") == "*"))
-        out[alert.alert_id] = vals
-    return out
-
-
-def evaluate_all(lk: Lake, cat: Catalog, as_of: dt.datetime,
-                 values: dict[str, pl.DataFrame] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(every firing so far, the new ones of this run); `values` as values_all gives them (default: computed here)."""
-    if values is None:
-        values = values_all(lk, cat, as_of)
-    before = lk.read("alerts_fired")
-    tzs = {cid: c.timezone for cid, c in cat.customers.items()}
-    new = []
-    for alert in cat.alerts.values():
-        new.append(evaluate(alert, values[alert.alert_id], as_of, already_fired=before, timezones=tzs))
-    new_df = conform("alerts_fired", pl.concat(new)) if new else conform("alerts_fired", pl.DataFrame())
-    return conform("alerts_fired", pl.concat([before, new_df])), new_df
-
-
-def run_alerts(lk: Lake, cat: Catalog, as_of: dt.datetime, deliver: bool = True, log=None,
-               values: dict[str, pl.DataFrame] | None = None) -> dict:
-    fired, new = evaluate_all(lk, cat, as_of, values)
-    lk.write("alerts_fired", fired)
-    summary = {"fired": new.height, "firings_total": fired.height, "delivered": 0, "failed": 0}
-    if deliver and any(a.channels for a in cat.alerts.values()):
-        from flows.notify import deliver as send
-
-        previous = lk.read("deliveries")
-        attempts = send(fired, cat.alerts, cat.settings, cat.customers, previous,
-                        now=lambda: dt.datetime.now(dt.timezone.utc))
-        lk.write("deliveries", pl.concat([previous, conform("deliveries", attempts)]))
-        summary["delivered"] = attempts.filter(pl.col("status") == "delivered").height
-        summary["failed"] = attempts.filter(pl.col("status") != "delivered").height
-    if log:
-        for r in new.iter_rows(named=True):
-            log(f"alert fired: {r['message']}")
-    return summary
+from catalog import Lake, load_catalog
+from flows.executors import alerts_sharded
+from flows.stages.alerts import run_alerts
+from flows.stages.common import as_of_instant, parse_instant
 
 
 @task(name="evaluate-and-deliver-alerts", retries=1, retry_delay_seconds=2)
@@ -95,8 +23,6 @@ def alerts_flow(lake: str | None = None, as_of: str | None = None, deliver: bool
     """Fire each alert at most once per (alert, customer, window); deliver to every channel once.
     An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
     t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
-    if executor == "dask":  # values per customer shard on a Dask cluster, evaluated here (flows/executors.py)
-        from flows.executors import alerts_sharded
-
+    if executor == "dask":  # values per customer shard on a Dask cluster, evaluated here
         return alerts_sharded(str(Lake(lake).root), t, deliver, workers, dask_address)
     return alerts_task(str(Lake(lake).root), t, deliver)

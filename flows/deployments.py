@@ -27,7 +27,12 @@ from typing import Literal, Optional
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.alerts import alerts_flow
 from flows.backfill import backfill_flow
+from flows.bill import bill_flow
+from flows.ingest import ingest_flow
+from flows.meter import meter_flow
+from flows.stages.common import as_of_instant, open_catalog, open_lake
 
 LAKE_HELP = ("The lake folder or URL. Default: $METERBILL_LAKE (set by `meterbill serve --lake`), "
              "else data/ in the working directory.")
@@ -52,8 +57,6 @@ class PipelineParams(BaseModel):
     def resolved(self) -> tuple[str, str]:
         """(the lake's root, the instant as ISO-8601), checked: a missing lake, a bad catalogue or an
         as_of in the future (without allow_future) fails here."""
-        from flows.common import as_of_instant, open_catalog, open_lake
-
         lk = open_lake(self.lake)
         open_catalog(lk)
         t = as_of_instant(self.as_of, self.allow_future, name="as_of", flag="allow_future=True")
@@ -63,9 +66,6 @@ class PipelineParams(BaseModel):
 @flow(name="hourly-ingest-and-meter")
 def hourly(params: PipelineParams = PipelineParams()) -> dict:
     """Ingest what landed and bring usage_hourly up to date."""
-    from flows.ingest import ingest_flow
-    from flows.meter import meter_flow
-
     lake, t = params.resolved()
     log = get_run_logger()
     log.info("hourly: lake %s, as of %s", lake, t)
@@ -77,8 +77,6 @@ def hourly(params: PipelineParams = PipelineParams()) -> dict:
 @flow(name="daily-alerts")
 def daily_alerts(params: PipelineParams = PipelineParams()) -> dict:
     """Evaluate every alert and deliver new firings."""
-    from flows.alerts import alerts_flow
-
     lake, t = params.resolved()
     get_run_logger().info("daily-alerts: lake %s, as of %s", lake, t)
     return {"lake": lake, "as_of": t,
@@ -88,8 +86,6 @@ def daily_alerts(params: PipelineParams = PipelineParams()) -> dict:
 @flow(name="period-close")
 def period_close(params: PipelineParams = PipelineParams()) -> dict:
     """Bill every started period: drafts refreshed, periods past their grace period made final."""
-    from flows.bill import bill_flow
-
     lake, t = params.resolved()
     get_run_logger().info("period-close: lake %s, as of %s", lake, t)
     return {"lake": lake, "as_of": t, "bill": bill_flow(lake=lake, as_of=t, **params.executor_args())}

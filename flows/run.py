@@ -15,7 +15,13 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from catalog import Lake
-from flows.common import as_of_instant
+from flows.alerts import alerts_flow
+from flows.artifacts import failure_artifact, invoices_artifact, run_report_artifact
+from flows.bill import bill_flow
+from flows.ingest import ingest_flow
+from flows.meter import meter_flow
+from flows.stages.common import as_of_instant
+from flows.stages.run_report import invoice_totals, report_file
 
 STAGES = ("ingest", "meter", "bill", "alerts")
 
@@ -26,8 +32,6 @@ def publish_report_task(lake: str, as_of: str, ingest: dict | None, meter: dict 
                         alerts: dict | None, timings: dict) -> str:
     """Read the lake's tables (I/O, retried with backoff) and publish the run report and invoices
     table: both small at any number of customers; no HTML page (`meterbill report` makes them)."""
-    from flows.artifacts import invoices_artifact, run_report_artifact
-
     lk = Lake(lake)
     text = run_report_artifact(lk, as_of, ingest, bill, alerts, meter=meter, timings=timings)
     invoices_artifact(lk)
@@ -45,12 +49,6 @@ def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = 
     each stage's summary, the invoices by status and currency, seconds per stage, and the run
     report's file (<lake>/reports/run-report.md, also the artifact `run-report`).
     """
-    from flows.alerts import alerts_flow
-    from flows.artifacts import failure_artifact, invoice_totals, report_file
-    from flows.bill import bill_flow
-    from flows.ingest import ingest_flow
-    from flows.meter import meter_flow
-
     log = get_run_logger()
     lk = Lake(lake)
     root = str(lk.root)

@@ -105,8 +105,8 @@ def billed_lake(tmp_path_factory):
     import datetime as dt
 
     from catalog import Lake, load_catalog
-    from flows.bill import run_bill
-    from flows.ingest import run_ingest
+    from flows.stages.bill import run_bill
+    from flows.stages.ingest import run_ingest
 
     as_of = dt.datetime(2026, 2, 3, tzinfo=dt.timezone.utc)
     lk = Lake(write_lake(tmp_path_factory.mktemp("billed") / "lake"))

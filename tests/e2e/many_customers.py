@@ -71,8 +71,8 @@ def write_many_customer_lake(root: Path, n: int, events_per_customer: int = 3) -
 
 def billed_many_customer_lake(root: Path, n: int, events_per_customer: int = 3) -> Lake:
     """`write_many_customer_lake`, ingested and billed as of AS_OF."""
-    from flows.bill import run_bill
-    from flows.ingest import run_ingest
+    from flows.stages.bill import run_bill
+    from flows.stages.ingest import run_ingest
 
     lk = Lake(write_many_customer_lake(root, n, events_per_customer))
     cat = load_catalog(lk.catalog_dir)

@@ -114,8 +114,8 @@ def test_a_rename_that_fails_in_the_middle_of_the_commit_changes_nothing(small_l
 DIE = textwrap.dedent("""
     import os, sys
     from catalog import Lake, load_catalog
-    from flows.bill import run_bill
-    from flows.common import parse_instant
+    from flows.stages.bill import run_bill
+    from flows.stages.common import parse_instant
     at, root = int(sys.argv[1]), sys.argv[2]
     calls = [0]
     real = os.rename

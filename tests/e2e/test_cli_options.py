@@ -14,7 +14,7 @@ def test_version_prints_the_version(cli):
 
 
 def test_every_option_and_argument_of_every_verb_has_help():
-    from flows.cli import app
+    from flows.cli.shared import app
 
     root = typer.main.get_command(app)
     missing = [("meterbill", p.name) for p in root.params if not getattr(p, "help", None)]

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from flows.demo import SAMPLE_CATALOG
+from flows.stages.demo import SAMPLE_CATALOG
 from tests.e2e.test_cli_errors import one_line
 
 

@@ -7,9 +7,9 @@ import shutil
 import polars as pl
 
 from catalog import Lake, load_catalog
-from flows.demo import SAMPLE_CATALOG
-from flows.generate import generate
-from flows.ingest import run_ingest
+from flows.stages.demo import SAMPLE_CATALOG
+from flows.stages.generate import generate
+from flows.stages.ingest import run_ingest
 
 AS_OF = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 

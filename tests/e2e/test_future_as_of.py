@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from flows.common import UsageError
+from flows.stages.common import UsageError
 from tests.e2e.test_cli_errors import one_line
 
 FUTURE = "2030-01-01"  # the typo; years after any clock these tests run on
@@ -36,7 +36,7 @@ def test_future_as_of_is_refused_by_demo_before_it_writes_anything(cli, tmp_path
 
 
 def test_as_of_rule_allows_five_minutes_of_clock_skew():
-    from flows.common import as_of_instant
+    from flows.stages.common import as_of_instant
 
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     assert as_of_instant((now + dt.timedelta(minutes=4)).isoformat()) == now + dt.timedelta(minutes=4)

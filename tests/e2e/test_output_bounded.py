@@ -14,7 +14,7 @@ import pytest
 from catalog import Lake
 from catalog.config import Catalog, Customer
 from catalog.schemas import DEC, TS
-from flows.cli import print_alerts, print_invoices
+from flows.cli.tables import print_alerts, print_invoices
 from tests.e2e.conftest import CATALOG, write_lake
 
 UTC = dt.timezone.utc
@@ -178,7 +178,7 @@ def md_table_rows(md: str) -> list[list[str]]:
 
 
 def test_run_report_is_small_at_20000_invoices(tmp_path):
-    from flows.artifacts import run_report_markdown
+    from flows.stages.run_report import run_report_markdown
 
     lk, ingest = published_lake(tmp_path)
     lk.reports_dir.mkdir()
@@ -200,7 +200,7 @@ def test_run_report_is_small_at_20000_invoices(tmp_path):
 
 
 def test_invoices_artifact_table_holds_at_most_20_rows(tmp_path):
-    from flows.artifacts import invoice_rows
+    from flows.stages.run_report import invoice_rows
 
     lk, _ = published_lake(tmp_path)
     assert len(invoice_rows(lk)) == 20
@@ -225,15 +225,16 @@ def test_ingest_report_lists_at_most_20_files_and_the_totals():
 # ------------------------------------------------------------------ `meterbill report` at scale
 
 def test_report_of_a_month_reads_the_events_once_not_once_per_invoice(tmp_path, monkeypatch):
-    import flows.report as report
+    import flows.stages.report.data as report_data
+    from flows.stages.report import render_period
     from tests.e2e.many_customers import billed_many_customer_lake
 
     lk = billed_many_customer_lake(tmp_path / "lake", 1_500)
     scans, queries = [], []
-    scan, query = Lake.scan, report.usage_query
+    scan, query = Lake.scan, report_data.usage_query
     monkeypatch.setattr(Lake, "scan", lambda self, table: scans.append(table) or scan(self, table))
-    monkeypatch.setattr(report, "usage_query", lambda *a, **k: queries.append(1) or query(*a, **k))
-    paths = report.render_period(lk, "2026-10")
+    monkeypatch.setattr(report_data, "usage_query", lambda *a, **k: queries.append(1) or query(*a, **k))
+    paths = render_period(lk, "2026-10")
     assert len(paths) == 1 + 1_500  # the summary and every final invoice of October
     # one read of the events for the batch; usage queries per meter and period (every October
     # here starts on the same local date, in three zones), not per invoice

@@ -20,7 +20,7 @@ def test_report_out_writes_the_pages_there_and_nothing_into_the_lake(cli, billed
     assert tree(billed_lake) == before
 
     from catalog import Lake
-    from flows.report import invoice_filename
+    from flows.stages.report import invoice_filename
 
     iid = Lake(billed_lake).read("invoices").sort("customer_id", "period_start")["invoice_id"][0]
     code, out, err = cli("report", "--lake", billed_lake, "--out", tmp_path / "one", "--invoice", iid)

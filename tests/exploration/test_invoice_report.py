@@ -14,7 +14,7 @@ import pytest
 from catalog import Lake, load_catalog
 from catalog.schemas import SCHEMAS
 from flows.cli import main
-from flows.report import ReportData, invoice_page, render_invoice, render_invoices
+from flows.stages.report import ReportData, invoice_page, render_invoice, render_invoices
 from tests.exploration.htmlpage import Page, amount
 
 TAKEN_OFF = {"discount", "credit"}  # stored positive, shown with a minus

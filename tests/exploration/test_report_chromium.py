@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from catalog import Lake
-from flows.report import render_invoice, render_period
+from flows.stages.report import render_invoice, render_period
 from tests.exploration.htmlpage import amount
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).is_file()), None)

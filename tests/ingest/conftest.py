@@ -43,7 +43,7 @@ def lake(tmp_path: Path) -> Lake:
 
 
 def ingest(lk: Lake, as_of: dt.datetime = AS_OF, **kw):
-    from flows.ingest import run_ingest
+    from flows.stages.ingest import run_ingest
 
     kw.setdefault("ingested_at", INGESTED_AT)
     return run_ingest(lk, load_catalog(lk.catalog_dir), as_of, **kw)

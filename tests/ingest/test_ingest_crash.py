@@ -9,7 +9,7 @@ import pytest
 
 import catalog.lake as lake_module
 from catalog import Lake
-from flows.ingest import IngestRun
+from flows.stages.ingest import IngestRun
 from tests.ingest.conftest import T0, event, ingest, land, ndjson, snapshot
 
 
@@ -96,7 +96,7 @@ def test_crash_while_reading_writes_nothing_and_releases_the_lock(landed, monkey
     def boom(*a, **k):
         raise Crash("disk on fire")
 
-    monkeypatch.setattr("flows.ingest.ingest_batch", boom)
+    monkeypatch.setattr("flows.stages.ingest.groups.ingest_batch", boom)
     with pytest.raises(Crash):
         ingest(landed)
     _same(before, snapshot(landed))
@@ -105,7 +105,7 @@ def test_crash_while_reading_writes_nothing_and_releases_the_lock(landed, monkey
 
 
 def test_one_ingest_at_a_time(lake):
-    from flows.common import UsageError
+    from flows.stages.common import UsageError
 
     with lake.lock("ingest"):
         with pytest.raises(UsageError, match="another ingest run"):

@@ -111,7 +111,7 @@ def test_events_written_with_a_stored_key_column_still_deduplicate(lake):
 def test_duplicates_across_groups_of_files_in_one_run(lake, monkeypatch):
     """A run reads its files in groups (one per file here); a later group deduplicates against
     what earlier groups wrote on the same dates, however many groups back."""
-    import flows.ingest as fi
+    import flows.stages.ingest.plan as fi
 
     monkeypatch.setattr(fi, "GROUP_FILES", 1)
     day2 = T0 + DAY_MS
@@ -219,7 +219,7 @@ def test_second_run_changes_nothing(lake):
 
 def test_ingested_at_grows_from_run_to_run(lake):
     from catalog import load_catalog
-    from flows.ingest import run_ingest
+    from flows.stages.ingest import run_ingest
 
     land(lake, "a.ndjson", ndjson(event()))
     run_ingest(lake, load_catalog(lake.catalog_dir), dt.datetime(2026, 2, 10, tzinfo=dt.timezone.utc))

@@ -32,7 +32,7 @@ def test_ingest_flow_reports_and_publishes_the_artifact(lake):
 
 
 def test_ingest_flow_refuses_a_bad_age(lake):
-    from flows.common import UsageError
+    from flows.stages.common import UsageError
     from flows.ingest import ingest_flow
 
     with pytest.raises(UsageError, match="max-event-age-days"):

@@ -1,5 +1,5 @@
 """Ingest does not read the landing zone again every run: a raw file whose stat is unchanged keeps
-the sha256 recorded in `_state/raw_hashes.json` (flows/ingest.py `hash_file`)."""
+the sha256 recorded in `_state/raw_hashes.json` (flows/stages/ingest/files.py `hash_file`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-import flows.ingest as fi
+import flows.stages.ingest.files as fi
 from tests.ingest.conftest import T0, event, events, files, ingest, land, ndjson
 
 
@@ -16,13 +16,13 @@ from tests.ingest.conftest import T0, event, events, files, ingest, land, ndjson
 def counted(monkeypatch) -> list[str]:
     """The raw files ingest reads to hash them; files count as settled at once (no racy window)."""
     read: list[str] = []
-    real = fi._sha256
+    real = fi.sha256_of
 
     def sha(path):
         read.append(path.name)
         return real(path)
 
-    monkeypatch.setattr(fi, "_sha256", sha)
+    monkeypatch.setattr(fi, "sha256_of", sha)
     monkeypatch.setattr(fi, "RACY_NS", 0)
     return read
 

@@ -132,8 +132,8 @@ def test_requeue_revalidates_other_reasons_against_a_fixed_catalogue(lake):
 
 
 def test_requeue_names_are_checked_against_the_reason_table():
-    from flows.common import UsageError
-    from flows.ingest import requeue_reasons
+    from flows.stages.common import UsageError
+    from flows.stages.ingest import requeue_reasons
 
     assert requeue_reasons(["bad_type,missing_field", " too_old "]) == ["bad_type", "missing_field", "too_old"]
     with pytest.raises(UsageError, match=r"--requeue: 'bogus' is not a quarantine reason \(one of missing_field, "):
@@ -151,7 +151,7 @@ def test_a_run_with_nothing_to_revalidate_reads_no_quarantined_record(lake, monk
     assert [r[2] for r in reasons_of(lake)] == ["missing_field", "too_old", "future_event"]
     stat = {p: p.stat().st_mtime_ns for p in lake.warehouse_dir.rglob("*.parquet")}
     replayed = []
-    import flows.ingest as ingest_module
+    import flows.stages.ingest.revalidate as ingest_module
 
     real = ingest_module.ingest_batch
     monkeypatch.setattr(ingest_module, "ingest_batch", lambda *a, **k: replayed.append(1) or real(*a, **k))
@@ -338,9 +338,9 @@ def test_crash_in_the_middle_of_a_revalidating_commit_is_finished_by_the_next_ru
 def test_many_records_are_judged_again_in_batches_and_groups(lake, tmp_path, monkeypatch):
     """Re-validated records go through the parse a batch at a time and are deduplicated in groups
     of bounded size: duplicates across batches and groups are found as in one pass."""
-    import flows.ingest as ingest_module
+    import flows.stages.ingest.revalidate as ingest_module
     from catalog import load_catalog
-    from flows.ingest import IngestRun
+    from flows.stages.ingest import IngestRun
     from tests.ingest.conftest import INGESTED_AT
 
     recs = [event(unique_id=f"u{i % 7}", ms=T5 + i % 3, value=i) for i in range(20)] + [event(cid=None)]
@@ -353,7 +353,10 @@ def test_many_records_are_judged_again_in_batches_and_groups(lake, tmp_path, mon
             for r in recs[12:]))
     ingest(ref)
     ingest(lake, as_of=EARLY)
-    monkeypatch.setattr(ingest_module, "GROUP_ROWS", 3)
+    import flows.stages.ingest.plan as plan_module
+
+    monkeypatch.setattr(ingest_module, "GROUP_ROWS", 3)  # revalidated candidates per dedup pass
+    monkeypatch.setattr(plan_module, "GROUP_ROWS", 3)  # records per group of files
     with IngestRun(lake, load_catalog(lake.catalog_dir), AS_OF, ingested_at=INGESTED_AT, batch_rows=2) as run:
         groups = run.plan()
         run.revalidate()
@@ -374,7 +377,7 @@ def test_a_record_not_yet_due_is_left_as_it_is(lake, monkeypatch):
     ingest(lake)
     assert [r[2] for r in reasons_of(lake)] == ["future_event", "future_event"]
     stat = {p: p.stat().st_mtime_ns for p in lake.warehouse_dir.rglob("*.parquet")}
-    import flows.ingest as ingest_module
+    import flows.stages.ingest.revalidate as ingest_module
 
     replayed = []
     real = ingest_module.ingest_batch

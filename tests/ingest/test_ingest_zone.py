@@ -33,7 +33,7 @@ def zone(tmp_path_factory):
 @pytest.mark.slow
 def test_messy_zone_counts_match_exactly_and_a_second_run_changes_nothing(zone):
     from catalog import load_catalog
-    from flows.ingest import run_ingest
+    from flows.stages.ingest import run_ingest
 
     lk, exp = zone
     assert exp.rows >= N_ROWS

@@ -53,7 +53,7 @@ COMPARED = ("invoices", "line_items", "credit_ledger", "unbilled_usage", "reconc
 
 
 def make_lake(root: Path, events_per_day: int = 150, seed: int = 11) -> Path:
-    from flows.generate import generate
+    from flows.stages.generate import generate
 
     (root / "raw").mkdir(parents=True)
     shutil.copytree(_ROOT / "data" / "catalog", root / "catalog")

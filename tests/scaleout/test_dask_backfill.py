@@ -33,14 +33,12 @@ def test_dask_backfill_gives_the_local_backfills_tables(tmp_path, monkeypatch):
     sharded = tmp_path / "dask"
     shutil.copytree(local, sharded)
 
-    from flows import executors
-
     sharded_steps = []
-    for fn in ("bill_sharded", "alerts_sharded"):
-        def spy(*a, _fn=getattr(executors, fn), _name=fn):
+    for fn in ("bill_sharded", "alerts_sharded"):  # the segment task's sharded steps
+        def spy(*a, _fn=getattr(backfill, fn), _name=fn):
             sharded_steps.append(_name)
             return _fn(*a)
-        monkeypatch.setattr(executors, fn, spy)
+        monkeypatch.setattr(backfill, fn, spy)
 
     seen: dict[str, list] = {"local": [], "dask": []}
     for name, lake, extra in (("local", local, ()), ("dask", sharded, ("--executor", "dask", "--workers", "2"))):

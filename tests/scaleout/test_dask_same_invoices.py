@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.executors import merge_alert_values, shard_of
+from flows.stages.alerts import merge_alert_values
+from flows.stages.shards import shard_of
 from tests.scaleout.lakes import AS_OF, COMPARED, assert_same, make_lake, table
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

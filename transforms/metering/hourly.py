@@ -175,23 +175,29 @@ def _stateful_hourly(base: pl.LazyFrame, agg: pl.DataFrame, meter: Meter, as_of)
                       pl.col("window_start").alias("hour"), pl.col("value").alias("__sv"))
 
 
-def hourly_rebuild_dates(new_events: pl.DataFrame, events: pl.DataFrame,
+def hourly_rebuild_dates(new_events: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame,
                          meters: Mapping[str, Meter]) -> list[dt.date]:
     """The UTC dates of usage_hourly that change when `new_events` (late events or cancel records)
     join `events` (all events, new ones included): their own dates, plus for stateful meters every
-    later date on which the same customer has events of the same meter."""
-    new = new_events.lazy().select(
-        pl.col("customer_id").cast(pl.String), pl.col("meter_api_name").cast(pl.String),
-        pl.col("event_time").cast(TS)).collect()
+    later date on which the same customer has events of the same meter. A frame's `event_date`,
+    where it has one, is its events' UTC date (the events table's partition: read without the
+    files of earlier dates)."""
+    def day(frame) -> pl.Expr:
+        has = "event_date" in frame.lazy().collect_schema().names()
+        return (pl.col("event_date").cast(pl.Date) if has else pl.col("event_time").cast(TS).dt.date()).alias("d")
+
+    new = new_events.lazy().select(pl.col("customer_id").cast(pl.String), pl.col("meter_api_name").cast(pl.String),
+                                   day(new_events)).unique().collect()
     if new.height == 0:
         return []
-    dates = set(new["event_time"].dt.date().to_list())
-    stateful = [n for n, m in meters.items() if m.type in STATEFUL_TYPES]
+    dates = set(new["d"].to_list())
+    stateful = sorted(n for n, m in meters.items() if m.type in STATEFUL_TYPES)
     first = (new.filter(pl.col("meter_api_name").is_in(stateful))
-             .group_by("customer_id", "meter_api_name").agg(pl.col("event_time").min().dt.date().alias("__first")))
+             .group_by("customer_id", "meter_api_name").agg(pl.col("d").min().alias("__first")))
     if first.height:
-        later = (events.lazy().select(pl.col("customer_id").cast(pl.String), pl.col("meter_api_name").cast(pl.String),
-                                      pl.col("event_time").cast(TS).dt.date().alias("d"))
+        later = (events.lazy().filter(pl.col("meter_api_name").is_in(stateful))
+                 .select(pl.col("customer_id").cast(pl.String), pl.col("meter_api_name").cast(pl.String), day(events))
+                 .filter(pl.col("d") >= first["__first"].min())
                  .join(first.lazy(), on=["customer_id", "meter_api_name"], how="inner")
                  .filter(pl.col("d") >= pl.col("__first")).select("d").unique().collect())
         dates |= set(later["d"].to_list())

@@ -53,10 +53,9 @@ def test_a_failing_stage_fails_the_run_and_the_cli_exits_1(small_lake, cli, monk
 
 
 def test_a_transient_error_in_a_backfill_segment_is_retried(small_lake, cli, monkeypatch):
-    import flows.alerts
     import flows.backfill
 
-    real = flows.alerts.run_alerts
+    real = flows.backfill.run_alerts
     calls = []
 
     def flaky(*args, **kwargs):
@@ -65,7 +64,7 @@ def test_a_transient_error_in_a_backfill_segment_is_retried(small_lake, cli, mon
             raise OSError("Connection reset by peer")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(flows.alerts, "run_alerts", flaky)
+    monkeypatch.setattr(flows.backfill, "run_alerts", flaky)
     monkeypatch.setattr(flows.backfill, "segment_task",
                         flows.backfill.segment_task.with_options(retry_delay_seconds=0, retry_jitter_factor=None))
     code, out, err = cli("backfill", "--lake", small_lake, "--from", "2026-01-01", "--to", "2026-01-08")

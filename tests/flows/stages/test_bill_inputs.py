@@ -20,13 +20,13 @@ import pytest
 import yaml
 
 from catalog import Lake, load_catalog
-from flows.bill import BILL_TABLES, bill_tables, run_bill
-from flows.generate import generate
-from flows.ingest import run_ingest
-from flows.meter import run_meter
+from flows.stages.bill import BILL_TABLES, bill_tables, run_bill
+from flows.stages.generate import generate
+from flows.stages.ingest import run_ingest
+from flows.stages.meter import run_meter
 
 UTC = dt.timezone.utc
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = dt.datetime(2026, 10, 1, tzinfo=UTC)
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal as D
 import polars as pl
 
 from catalog import Lake, load_catalog
-from flows.alerts import run_alerts
+from flows.stages.alerts import run_alerts
 from tests.metering.support import event, events_frame
 
 UTC = dt.timezone.utc

@@ -26,7 +26,7 @@ import polars as pl
 from catalog import Lake, load_catalog
 from catalog.config import DIM_KEY_RE, STATEFUL_TYPES
 from catalog.schemas import TS
-from flows.common import UsageError, parse_instant
+from flows.stages.common import UsageError, parse_instant
 from transforms.metering import apply_cancellations, calendar_windows, usage_query
 from transforms.metering.windows import WINDOWS, zone
 

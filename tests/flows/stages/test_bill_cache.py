@@ -1,4 +1,4 @@
-"""The bucket cache of billing (flows/bill.py `pseudo_events`) never changes what is billed.
+"""The bucket cache of billing (flows/stages/bill_cache.py `pseudo_events`) never changes what is billed.
 
 One lake lives through what a scheduled deployment sees — a new day, late events for an old day,
 a subscription added in the past, a damaged cache file, an `as_of` inside an hour — and after
@@ -17,11 +17,12 @@ import polars as pl
 import pytest
 
 from catalog import Lake, load_catalog
-from flows.bill import BUCKETS_DIR, bill_tables, run_bill
-from flows.generate import generate
-from flows.ingest import run_ingest
-from flows.meter import run_meter
-from tests.billing.test_bill_inputs import _catalog, _extra_events, _same
+from flows.stages.bill import bill_tables, run_bill
+from flows.stages.bill_cache import BUCKETS_DIR
+from flows.stages.generate import generate
+from flows.stages.ingest import run_ingest
+from flows.stages.meter import run_meter
+from tests.flows.stages.test_bill_inputs import _catalog, _extra_events, _same
 
 UTC = dt.timezone.utc
 T0 = dt.date(2026, 10, 1)

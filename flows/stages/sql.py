@@ -34,7 +34,7 @@ import duckdb
 
 from catalog import Lake
 from catalog.lake import sql_str
-from flows.common import UsageError
+from flows.stages.common import UsageError
 
 FORMATS = ("table", "csv", "json")
 QUERY_KINDS = "SELECT, WITH, FROM, VALUES, SHOW, DESCRIBE or SUMMARIZE"

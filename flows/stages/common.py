@@ -1,8 +1,8 @@
-"""Shared plumbing of the flows: the run's instant, the lake and the catalogue."""
+"""What every stage shares: the run's instant, the lake and the catalogue, the display limit,
+the one-line usage error, and the DuckDB relations of the catalogue's meters and of a customer shard."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 
 import duckdb
@@ -18,18 +18,6 @@ MAX_ROWS = 20
 
 class UsageError(Exception):
     """A bad argument: the CLI prints the message as one line and exits 2."""
-
-
-def not_a_warehouse_error(task, task_run, state) -> bool:
-    """A task's retry condition: retry unless a warehouse folder or file is at fault (it would
-    fail again, and the error already says what to do)."""
-    from catalog.lake import WarehouseError
-
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001
-        return True
-    return not isinstance(exc, WarehouseError)
 
 
 def parse_instant(value: str | dt.datetime | dt.date | None, name: str = "--as-of") -> dt.datetime:
@@ -110,57 +98,3 @@ def register_meter_types(con: duckdb.DuckDBPyConnection, cat: Catalog) -> None:
 def register_customers(con: duckdb.DuckDBPyConnection, customers: set[str]) -> None:
     """A customer shard as the relation `shard_customers(customer_id)`."""
     con.register("shard_customers", pa.table({"customer_id": pa.array(sorted(customers), pa.string())}))
-
-
-LOCAL_RECORDER_BATCH = 1000  # task-run events per write of the local API's recorder (local_engine)
-
-
-@contextlib.contextmanager
-def local_engine():
-    """Flow runs of this process against the local (ephemeral) Prefect API: no heartbeats, and the
-    API's task-run recorder writes in batches.
-
-    - A flow run's heartbeat thread sleeps in 1 s steps and the engine waits for it at the end of
-      every flow run (≈ 0.5 s a flow run, a third of a small run's time). Heartbeats let a server
-      notice a crashed run; the ephemeral API stops with this process, so nobody would.
-    - The recorder writes every task-run event to the API's SQLite database in its own transaction
-      as it comes. The next flow run's creation, which reads then writes, then often finds the
-      database changed under it: the API answers 503 ("database is locked") and the client waits
-      2 s before it tries again (PrefectHQ/prefect#18934). Batched, the recorder writes every 5 s
-      and when the API stops; task runs are all recorded, up to 5 s later.
-
-    The recorder's batch reaches the API only if it starts inside this context (the first flow of
-    the process). With PREFECT_API_URL set (a real server, deployments) the settings are the server's.
-
-    In both cases the objects alive when the context is entered (the imported modules: Prefect,
-    pydantic, SQLAlchemy, Polars, ≈ 300,000 objects) are frozen for the garbage collector
-    (`gc.freeze`) until it is left: they live as long as the process, and the collector's full
-    passes walked all of them again each time a flow's own objects (the catalogue's records, say)
-    set one off — ≈ 0.35 s a pass, once or twice a run. Unfrozen on the way out, so that the
-    interpreter frees them as usual at exit."""
-    from prefect.settings import (PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-                                  PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE, get_current_settings,
-                                  temporary_settings)
-
-    with _frozen_imports():
-        if get_current_settings().api.url:
-            yield
-            return
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
-                                         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE: LOCAL_RECORDER_BATCH}):
-            yield
-
-
-@contextlib.contextmanager
-def _frozen_imports():
-    """gc.freeze() for the context (local_engine); a nested context leaves the outer one's freeze."""
-    import gc
-
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

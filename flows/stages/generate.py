@@ -58,9 +58,19 @@ def _day_events(cat: Catalog, day: dt.date, n: int, rng: np.random.Generator, si
     by_type: dict[str, list[str]] = {}
     for m in cat.meters.values():
         by_type.setdefault(m.type, []).append(m.meter_api_name)
-    frames = []
+    frames = _stateless_events(cat, by_type, n, midnight, rng, sizes, customers)
+    frames += _instance_events(by_type, midnight, rng, sizes, customers)
+    frames += _storage_events(by_type, midnight, rng, sizes, customers)
+    out = pl.concat(frames, how="vertical_relaxed").sort("meter_time_in_millis", "customer_id")
+    return out.with_columns(
+        unique_id=pl.format("{}-{}-{}", pl.lit(prefix), pl.lit(day.isoformat()), pl.int_range(pl.len()))
+    ).select("customer_id", "meter_api_name", "meter_value", "meter_time_in_millis", "unique_id", "dimensions")
 
-    # stateless meters: a share of the budget each, customers drawn by size
+
+def _stateless_events(cat: Catalog, by_type: dict[str, list[str]], n: int, midnight: int, rng: np.random.Generator,
+                      sizes: np.ndarray, customers: list[str]) -> list[pl.DataFrame]:
+    """The stateless meters: a share of the day's budget each, customers drawn by size."""
+    frames = []
     for mtype, share in MIX.items():
         for name in by_type.get(mtype, []):
             k = max(int(n * share / len(by_type[mtype])), 1)
@@ -91,8 +101,13 @@ def _day_events(cat: Catalog, day: dt.date, n: int, rng: np.random.Generator, si
             }).with_columns(dimensions=_dims(**{k2: pl.col(f"__d_{k2}") for k2 in dims}) if dims
                             else pl.lit(None, dtype=pl.Map(pl.String, pl.String)).alias("dimensions"))
                .select("customer_id", "meter_api_name", "meter_value", "meter_time_in_millis", "dimensions"))
+    return frames
 
-    # event_duration: each customer runs a few instances a day, start and stop
+
+def _instance_events(by_type: dict[str, list[str]], midnight: int, rng: np.random.Generator, sizes: np.ndarray,
+                     customers: list[str]) -> list[pl.DataFrame]:
+    """event_duration: each customer runs a few instances a day, start and stop."""
+    frames = []
     for name in by_type.get("event_duration", []):
         rows = []
         for i, c in enumerate(customers):
@@ -107,7 +122,13 @@ def _day_events(cat: Catalog, day: dt.date, n: int, rng: np.random.Generator, si
                                                                 "meter_time_in_millis", "iid", "itype"])
                       .with_columns(dimensions=_dims(instance_id=pl.col("iid"), instance_type=pl.col("itype")))
                       .drop("iid", "itype"))
-    # weighted_sum: storage grows a little every day, with an occasional clean-up
+    return frames
+
+
+def _storage_events(by_type: dict[str, list[str]], midnight: int, rng: np.random.Generator, sizes: np.ndarray,
+                    customers: list[str]) -> list[pl.DataFrame]:
+    """weighted_sum: storage grows a little every day, with an occasional clean-up."""
+    frames = []
     for name in by_type.get("weighted_sum", []):
         rows = []
         for i, c in enumerate(customers):
@@ -118,10 +139,7 @@ def _day_events(cat: Catalog, day: dt.date, n: int, rng: np.random.Generator, si
         frames.append(pl.DataFrame(rows, orient="row", schema=["customer_id", "meter_api_name", "meter_value",
                                                                 "meter_time_in_millis"])
                       .with_columns(dimensions=pl.lit(None, dtype=pl.Map(pl.String, pl.String))))
-    out = pl.concat(frames, how="vertical_relaxed").sort("meter_time_in_millis", "customer_id")
-    return out.with_columns(
-        unique_id=pl.format("{}-{}-{}", pl.lit(prefix), pl.lit(day.isoformat()), pl.int_range(pl.len()))
-    ).select("customer_id", "meter_api_name", "meter_value", "meter_time_in_millis", "unique_id", "dimensions")
+    return frames
 
 
 def generate(cat: Catalog, raw_dir: Path, start: dt.date, days: int, events_per_day: int = 2000,

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from catalog import Lake, connect
-from tests.orchestration.lakes import write_three_month_lake
+from tests.flows.lakes import write_three_month_lake
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

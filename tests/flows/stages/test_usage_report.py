@@ -1,4 +1,4 @@
-"""flows/usage.py: the usage query over a lake, as table, csv and json (no Prefect needed)."""
+"""flows/stages/usage.py: the usage query over a lake, as table, csv and json (no Prefect needed)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from catalog import Lake
-from flows.common import UsageError
-from flows.usage import usage_report
+from flows.stages.common import UsageError
+from flows.stages.usage import usage_report
 from tests.metering.support import event, events_frame
 
 CATALOG = {

@@ -1,5 +1,5 @@
 """`meterbill demo` as a user runs it first: a fresh process, a fresh PREFECT_HOME, the ephemeral
-Prefect API. The local API's task-run recorder writes in batches (flows/common.py local_engine);
+Prefect API. The local API's task-run recorder writes in batches (flows/engine.py local_engine);
 every task run must still be in the API's database, in its final state, once the command is done."""
 
 import os
@@ -46,7 +46,7 @@ def test_demo_in_a_fresh_process_records_every_flow_and_task_run(tmp_path):
 def test_local_engine_freezes_the_objects_alive_at_its_start_until_it_ends():
     import gc
 
-    from flows.common import local_engine
+    from flows.engine import local_engine
 
     assert gc.get_freeze_count() == 0
     with local_engine():
