@@ -9,7 +9,7 @@ import polars as pl
 
 from catalog.config import Meter
 from catalog.schemas import SCHEMAS
-from tests.metering.support import D, event, events_frame, t, windows_frame
+from tests.transforms.metering.support import D, event, events_frame, t, windows_frame
 from transforms.metering import hourly_rebuild_dates, hourly_usage, meter_values
 
 METERS = {

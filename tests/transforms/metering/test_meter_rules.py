@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from catalog.config import Meter
-from tests.metering.support import D, event, events_frame, evs, month, t, values, windows_frame
+from tests.transforms.metering.support import D, event, events_frame, evs, month, t, values, windows_frame
 from transforms.metering import meter_values
 
 DAY = ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from catalog.config import Meter
-from tests.metering.support import D, event, events_frame, values, windows_frame
+from tests.transforms.metering.support import D, event, events_frame, values, windows_frame
 from transforms.metering import apply_cancellations, meter_values
 
 T1, T2 = "2026-01-01T10:00:00Z", "2026-01-01T11:00:00Z"

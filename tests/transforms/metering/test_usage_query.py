@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from catalog.config import Meter
-from tests.metering.support import D, event, events_frame, evs, t, values
+from tests.transforms.metering.support import D, event, events_frame, evs, t, values
 from transforms.metering import percent_change, usage_query
 
 SUM = Meter(meter_api_name="m", type="sum")

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catalog.config import Meter
-from tests.metering.reference import ref_meter_values
-from tests.metering.support import UTC, WINDOW_SCHEMA, events_frame
+from tests.transforms.metering.reference import ref_meter_values
+from tests.transforms.metering.support import UTC, WINDOW_SCHEMA, events_frame
 from transforms.metering import meter_values
 
 BASE = dt.datetime(2026, 3, 1, tzinfo=UTC)

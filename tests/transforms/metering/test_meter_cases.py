@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from catalog.config import Meter
-from tests.metering.support import D, evs, month, t, values, windows_frame
+from tests.transforms.metering.support import D, evs, month, t, values, windows_frame
 from transforms.metering import meter_values, usage_query, window_containing
 
 # id, meter, events [time, value, dims?], windows, expected values (one per window)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tests.metering.support import t
+from tests.transforms.metering.support import t
 from transforms.metering import calendar_windows, window_containing
 
 

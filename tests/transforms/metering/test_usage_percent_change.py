@@ -8,7 +8,7 @@ import polars as pl
 
 from catalog.config import Alert, Meter
 from catalog.schemas import SCHEMAS
-from tests.metering.support import evs
+from tests.transforms.metering.support import evs
 from transforms.alerts import evaluate
 from transforms.metering import usage_query
 
