@@ -114,3 +114,71 @@ def test_billing_period_without_a_period_in_force_has_no_current_window():
 def test_billing_period_needs_periods():
     with pytest.raises(ValueError, match="billing periods"):
         alert_windows(alert("billing_period"), utc(2026, 3, 1), "UTC")
+
+
+def test_hour_windows_at_lord_howes_half_hour_dst_change_are_the_usage_querys():
+    # Lord Howe falls back from +11:00 to +10:30 at 02:00 local, 2026-04-04T15:00Z: the clock reads
+    # 01:00 at 14:00Z, goes 01:59 -> 01:30 at 15:00Z and next reads a whole hour (02:00) at 15:30Z.
+    # An hour window runs from one whole hour of the local clock to the next: [14:00, 15:30) UTC.
+    for minute in (10, 50, 70, 80):  # 14:10, 14:50, 15:10, 15:20 UTC
+        w = alert_windows(alert("hour"), utc(2026, 4, 4, 14) + dt.timedelta(minutes=minute), "Australia/Lord_Howe")
+        assert w.current == (utc(2026, 4, 4, 14), utc(2026, 4, 4, 15, 30))
+    w = alert_windows(alert("hour"), utc(2026, 4, 4, 15, 40), "Australia/Lord_Howe")
+    assert w.current == (utc(2026, 4, 4, 15, 30), utc(2026, 4, 4, 16, 30))
+    assert w.last_complete == (utc(2026, 4, 4, 14), utc(2026, 4, 4, 15, 30))
+    assert w.before_last == (utc(2026, 4, 4, 13), utc(2026, 4, 4, 14))
+    # springing forward (2026-10-03T15:30Z, 02:00 -> 02:30) the clock never reads 02:00: 01:00 to 03:00
+    w = alert_windows(alert("hour"), utc(2026, 10, 3, 15, 40), "Australia/Lord_Howe")
+    assert w.current == (utc(2026, 10, 3, 14, 30), utc(2026, 10, 3, 16))
+
+
+def _zone_changes(tz: str, first: int, last: int) -> list[dt.datetime]:
+    """The instants (to the minute) at which zone `tz` changes its UTC offset in years first..last."""
+    from zoneinfo import ZoneInfo
+
+    z = ZoneInfo(tz)
+    out, t = [], utc(first, 1, 1)
+    while t.year <= last:
+        nxt = t + dt.timedelta(hours=1)
+        if t.astimezone(z).utcoffset() != nxt.astimezone(z).utcoffset():
+            lo, hi = t, nxt
+            while hi - lo > dt.timedelta(minutes=1):
+                mid = lo + (hi - lo) / 2
+                mid = mid.replace(second=0, microsecond=0)
+                if mid.astimezone(z).utcoffset() == lo.astimezone(z).utcoffset():
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(hi)
+        t = nxt
+    return out
+
+
+ODD_ZONES = ["Australia/Lord_Howe", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham",
+             "America/Santiago", "America/New_York", "Europe/Budapest", "Africa/Casablanca", "UTC"]
+
+
+@pytest.mark.parametrize("tz", ODD_ZONES)
+def test_alert_windows_are_the_calendar_windows_of_the_usage_query(tz):
+    """Around every offset change of 2025-2027 (every 10 minutes for 3 hours either side) and at
+    2,000 random instants: the window in progress contains as_of and is the calendar window that
+    contains it, and the complete windows before it are the calendar windows before that one."""
+    import bisect
+    import random
+
+    from transforms.metering import calendar_windows, window_containing
+
+    rnd = random.Random(tz)
+    lo, hi = utc(2025, 1, 1), utc(2028, 1, 1)
+    instants = [c + dt.timedelta(minutes=m) for c in _zone_changes(tz, 2025, 2027) for m in range(-180, 181, 10)]
+    instants += [lo + dt.timedelta(seconds=rnd.randrange(int((hi - lo).total_seconds()))) for _ in range(2000)]
+    for window in ("hour", "day", "week", "month"):
+        grid = calendar_windows(lo - dt.timedelta(days=70), hi, window, tz)
+        starts = [s for s, _ in grid]
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(grid, grid[1:]))
+        for t in instants:
+            i = bisect.bisect_right(starts, t) - 1
+            assert grid[i][0] <= t < grid[i][1]
+            assert window_containing(t, window, tz) == grid[i], (window, t)
+            w = alert_windows(alert(window), t, tz)
+            assert (w.current, w.last_complete, w.before_last) == (grid[i], grid[i - 1], grid[i - 2]), (window, t)
