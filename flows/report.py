@@ -52,7 +52,7 @@ from catalog.config import STATEFUL_TYPES, Catalog
 from catalog.schemas import TS
 from flows.common import UsageError
 from transforms.metering import apply_cancellations, usage_query
-from transforms.metering.windows import to_instant, zone
+from transforms.shared.windows import to_instant, zone
 from transforms.pricing.periods import local_days, with_local_days
 from transforms.pricing.rate import resolve_price
 

@@ -12,7 +12,7 @@ Rules (exact Decimal arithmetic throughout, never binary floats):
 * the change conditions compare the last complete window with the complete window just before it
   (`window_end` of the earlier = `window_start` of the later): `change_above` cur − prev ≥ t,
   `change_below` prev − cur ≥ t, `percent_change_above` pct ≥ t, `percent_change_below`
-  pct ≤ −t, where pct is §4's percentage change (`transforms.percent.percent_change`, exact:
+  pct ≤ −t, where pct is §4's percentage change (`transforms.shared.percent.percent_change`, exact:
   (cur − prev) / prev × 100 as written, 100 when prev = 0 < cur, −100 when prev = 0 > cur,
   0 when both are 0), compared exactly with the threshold;
 * at most one firing per (alert_id, customer_id or '*', window_start): what `already_fired`
@@ -31,7 +31,7 @@ import polars as pl
 
 from catalog.config import Alert
 from catalog.schemas import DEC, SCHEMAS, TS, conform
-from transforms.percent import percent_change
+from transforms.shared.percent import percent_change
 
 ALL = "*"
 UTC = dt.timezone.utc

@@ -15,7 +15,7 @@ Decisions where the SPEC is silent (documented here and in the module's tests):
 - Groups are the group-key combinations that have a row in some bucket (events, or a carried-in
   stateful level); each gets every bucket, 0 where it has no row. With no group_by there is one
   group and it always has every bucket.
-- percent_from_previous = `transforms.percent.percent_change` (the alerts' too) rounded once to
+- percent_from_previous = `transforms.shared.percent.percent_change` (the alerts' too) rounded once to
   the nearest float: (cur − prev) / prev × 100 as written (−10 → −5 is −50), 100 when
   prev = 0 < cur, −100 when prev = 0 > cur, 0 when both are 0; 0 for the first bucket.
 - group_total: the sum of the buckets for sum and count; for every other type the meter's exact
@@ -37,8 +37,8 @@ from catalog.config import STATEFUL_TYPES, Meter
 from catalog.schemas import DEC, TS
 from transforms.metering.cancel import counting
 from transforms.metering.values import check_group_by, meter_rows
-from transforms.metering.windows import calendar_windows, check_window, zone
-from transforms.percent import percent_change_float
+from transforms.shared.windows import calendar_windows, check_window, zone
+from transforms.shared.percent import percent_change_float
 
 ALL = "*"  # the pseudo-customer of combined (not customer-grouped) event-set queries
 ADDITIVE = frozenset({"sum", "count"})

@@ -9,7 +9,7 @@ import pytest
 from catalog.config import Alert
 from catalog.schemas import SCHEMAS
 from transforms.alerts import alert_windows, decide, evaluate
-from transforms.percent import percent_change
+from transforms.shared.percent import percent_change
 
 UTC = dt.timezone.utc
 

@@ -10,7 +10,8 @@ import pytest
 
 from catalog.config import Meter
 from tests.transforms.metering.support import D, evs, month, t, values, windows_frame
-from transforms.metering import meter_values, usage_query, window_containing
+from transforms.metering import meter_values, usage_query
+from transforms.shared.windows import window_containing
 
 # id, meter, events [time, value, dims?], windows, expected values (one per window)
 CASES = [

@@ -10,7 +10,8 @@ import pytest
 
 from catalog.config import Meter
 from tests.transforms.metering.support import D, event, events_frame, evs, t, values
-from transforms.metering import percent_change, usage_query
+from transforms.metering import usage_query
+from transforms.shared.percent import percent_change
 
 SUM = Meter(meter_api_name="m", type="sum")
 JAN1, JAN5 = dt.date(2026, 1, 1), dt.date(2026, 1, 5)
@@ -33,7 +34,7 @@ def test_percent_change_of_decimals_is_the_exact_ratio_rounded_once():
     import random
     from decimal import Decimal
 
-    from transforms.percent import percent_change, percent_change_float
+    from transforms.shared.percent import percent_change, percent_change_float
 
     rnd = random.Random(11)
     for _ in range(20_000):

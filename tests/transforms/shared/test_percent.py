@@ -59,7 +59,7 @@ def test_negative_previous_value_follows_the_spec_formula_literally():
 def test_percent_change_has_one_home():
     import importlib
 
-    from transforms.percent import percent_change, percent_change_float
+    from transforms.shared.percent import percent_change, percent_change_float
 
     # by module name: the packages export functions named like their modules (`evaluate`)
     alerts_evaluate = importlib.import_module("transforms.alerts.evaluate")

@@ -1,8 +1,20 @@
 """Calendar windows: hour / day / week / month aligned in an IANA time zone, returned in UTC.
 
-Boundaries are cut on the local wall clock of the zone: a day in Europe/Budapest runs from local
-midnight to local midnight (23, 24 or 25 hours around DST changes), weeks start on Monday, months
-on the 1st. All returned datetimes are aware UTC datetimes; every window is half-open [start, end).
+The one home of window alignment: the usage query's buckets (SPEC §4), the alerts' windows (§6:
+"aligned like the usage query") and the reports' local days all come from here.
+
+A window runs from one boundary of the zone's local clock to the next; every window is half-open
+[start, end) and all returned datetimes are aware UTC datetimes.
+
+- day: from one local midnight to the next (23, 24 or 25 hours around DST changes); a midnight
+  that the clock skips (America/Santiago) is the first instant of that local day.
+- week: from a local Monday midnight to the next; month: from the local midnight of the 1st.
+- hour: from one instant at which the local clock reads a whole hour (HH:00:00) to the next. So
+  a bucket's start, shown in the zone, always reads HH:00; in Asia/Kolkata hours start at :30 UTC;
+  a repeated hour of a fall-back (New York's 01:00 EDT, then 01:00 EST) is two windows. Where
+  the offset moves by 30 minutes (Australia/Lord_Howe) the clock skips or repeats half an hour
+  without reading a new whole hour, so that hour window lasts 90 minutes: 2026-04-04, falling
+  back at 02:00, the clock reads 01:00 at 14:00Z and next reads 02:00 at 15:30Z → [14:00, 15:30).
 
 Input instants: an aware datetime is an instant; a naive datetime is UTC (the project-wide
 convention for instants); a `date` (not a datetime) is a calendar date and means local midnight in
