@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from catalog.meter_types import STATEFUL_TYPES, VALUELESS_TYPES, MeterType  # noqa: F401  (also imported from here)
+
 # ---------------------------------------------------------------- value types
 
 
@@ -124,14 +126,6 @@ class Customer(Model):
         if problem:
             raise ValueError(problem)
         return v
-
-
-MeterType = Literal[
-    "sum", "count", "max", "min", "avg", "latest", "unique_count",
-    "running_total", "high_watermark", "event_duration", "weighted_sum",
-]
-STATEFUL_TYPES = frozenset({"running_total", "high_watermark", "event_duration", "weighted_sum"})
-VALUELESS_TYPES = frozenset({"count", "unique_count"})
 
 
 class Meter(Model):

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from catalog import Catalog, Lake, load_catalog
 from catalog.schemas import conform
 from flows.common import as_of_instant, parse_instant
-from transforms.alert_values import alert_values
+from transforms.alerts.values import alert_values
 from transforms.alerts import evaluate
 from transforms.metering import apply_cancellations
 from transforms.pricing import customer_periods

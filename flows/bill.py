@@ -20,7 +20,8 @@ from catalog import Catalog, Lake, load_catalog
 from catalog.lake import duck, sql_str
 from catalog.schemas import SCHEMAS, empty
 from flows.common import as_of_instant, not_a_warehouse_error, parse_instant, register_customers, register_meter_types
-from transforms import bill_inputs, billing
+from transforms import billing
+from transforms.billing import from_hourly as bill_inputs
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
 

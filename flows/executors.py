@@ -219,7 +219,7 @@ def alert_values_shard_task(lake: str, as_of: str, shard: int, shards: int, run:
 
 def merge_alert_values(frames: list[pl.DataFrame], alert_ids) -> dict[str, pl.DataFrame]:
     """alert_id -> values: the shards' customer rows as they are, their '*' rows added up per window."""
-    from transforms.alert_values import SCHEMA
+    from transforms.alerts.values import SCHEMA
 
     frames = [f for f in frames if f.height]
     df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema={**SCHEMA, "alert_id": pl.String})

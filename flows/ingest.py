@@ -70,7 +70,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE as NO_CACHE
 
-from catalog.config import VALUELESS_TYPES, Catalog
+from catalog.config import Catalog
+from catalog.meter_types import VALUELESS_TYPES
 from catalog.lake import Lake, duck, sql_str
 from catalog.schemas import SCHEMAS, conform
 from flows.common import MAX_ROWS, UsageError, as_of_instant, open_catalog, open_lake

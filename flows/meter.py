@@ -37,11 +37,11 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 
 from catalog import Catalog, Lake, load_catalog
-from catalog.config import STATEFUL_TYPES
+from catalog.meter_types import MERGEABLE_TYPES as ADDITIVE_TYPES, STATEFUL_TYPES
 from catalog.lake import duck, sql_str
 from catalog.schemas import PARTITIONS, conform
 from flows.common import as_of_instant, not_a_warehouse_error, parse_instant, register_customers, register_meter_types
-from transforms.fast_hourly import ADDITIVE_TYPES, additive_hourly_sql
+from transforms.metering.hourly_sql import mergeable_hourly_sql as additive_hourly_sql
 from transforms.metering import apply_cancellations, hourly_usage
 
 TABLE = "usage_hourly"

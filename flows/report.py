@@ -48,7 +48,8 @@ from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from catalog import Lake, load_catalog
-from catalog.config import STATEFUL_TYPES, Catalog
+from catalog.config import Catalog
+from catalog.meter_types import STATEFUL_TYPES
 from catalog.schemas import TS
 from flows.common import UsageError
 from transforms.metering import apply_cancellations, usage_query

@@ -24,7 +24,8 @@ from decimal import Decimal
 import polars as pl
 
 from catalog import Lake, load_catalog
-from catalog.config import DIM_KEY_RE, STATEFUL_TYPES
+from catalog.config import DIM_KEY_RE
+from catalog.meter_types import STATEFUL_TYPES
 from catalog.schemas import TS
 from flows.common import UsageError, parse_instant
 from transforms.metering import apply_cancellations, usage_query

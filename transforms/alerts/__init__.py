@@ -14,7 +14,7 @@ Decisions where SPEC §6 is silent (peers' behaviour: Amberflo, Stripe, OpenMete
   of Amberflo's 100 for prev = 0 < cur).
 * previous_value of a threshold firing is the window before's value when known, else null.
 * all_customers: a '*' row given for a window is used as is; otherwise its customers' rows are
-  summed. Its calendar windows are UTC (transforms/alert_values.py): the sum over customers of
+  summed. Its calendar windows are UTC (transforms/alerts/values.py): the sum over customers of
   several zones has no one customer's local day. per_customer evaluates every customer_id given, '*' included (pre-aggregated series).
 * A window's `complete` flag is the caller's; rows starting after as_of are never evaluated.
 * `metric` in alerts_fired is the alert's metric kind (usage, spend, ...); the meter or product

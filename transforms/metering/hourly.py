@@ -3,8 +3,9 @@
 `value` is the meter's own value over exactly that hour and combination (the meter_values
 definition applied to the combination's events; for stateful meters, with the combination's whole
 history before the hour). The partial aggregates next to it (event_count, value_sum, value_min,
-value_max) are plain aggregates of meter_value over the hour's events, for the additive re-use of
-sum/count meters; non-additive meters must be recomputed from events for other windows.
+value_max) are plain aggregates of meter_value over the hour's events, from which the value of a
+mergeable meter (sum, count, min, max: `catalog.meter_types`) over any whole hours follows; the
+other meters must be recomputed from events for other windows.
 
 Events of meters not in the catalogue are aggregated as `sum`.
 
@@ -24,7 +25,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from catalog.config import STATEFUL_TYPES, Meter
+from catalog.config import Meter
+from catalog.meter_types import STATEFUL_TYPES, UNKNOWN_METER_TYPE, VALUELESS_TYPES
 from catalog.schemas import DEC, DIMS, SCHEMAS, TS, dims_key_expr
 from transforms.metering.cancel import counting
 from transforms.metering.common import sort_rows
@@ -33,7 +35,6 @@ from transforms.metering.simple import latest_expr
 from transforms.metering.stateful import stateful_values
 
 HOURLY_SCHEMA = SCHEMAS["usage_hourly"]
-_VALUELESS = ("count", "unique_count")
 
 
 def _canonical_dims() -> pl.Expr:
@@ -58,8 +59,8 @@ def _base(events: pl.DataFrame | pl.LazyFrame, meters: Mapping[str, Meter]) -> p
         dims.alias("dimensions"),
     )
     lf = (lf.join(types.lazy(), on="meter_api_name", how="left")
-          .with_columns(pl.col("__type").fill_null("sum"))
-          .filter(pl.col("__type").is_in(list(_VALUELESS)) | pl.col("value").is_not_null())
+          .with_columns(pl.col("__type").fill_null(UNKNOWN_METER_TYPE))
+          .filter(pl.col("__type").is_in(sorted(VALUELESS_TYPES)) | pl.col("value").is_not_null())
           .with_columns(dims_key_expr().alias("dims_key"),
                         pl.col("event_time").dt.truncate("1h").alias("hour"))
           .with_columns(pl.col("hour").dt.date().alias("hour_date")))

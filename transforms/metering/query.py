@@ -15,12 +15,12 @@ Decisions where the SPEC is silent (documented here and in the module's tests):
 - Groups are the group-key combinations that have a row in some bucket (events, or a carried-in
   stateful level); each gets every bucket, 0 where it has no row. With no group_by there is one
   group and it always has every bucket.
-- percent_from_previous = `transforms.shared.percent.percent_change` (the alerts' too) rounded once to
-  the nearest float: (cur − prev) / prev × 100 as written (−10 → −5 is −50), 100 when
+- percent_from_previous = `transforms.shared.percent.percent_change` (the alerts' too) rounded
+  once to the nearest float: (cur − prev) / prev × 100 as written (−10 → −5 is −50), 100 when
   prev = 0 < cur, −100 when prev = 0 > cur, 0 when both are 0; 0 for the first bucket.
-- group_total: the sum of the buckets for sum and count; for every other type the meter's exact
-  value over the group's whole range [first bucket start, last bucket end) (for stateful meters
-  without customer_id grouping: the sum over customers of that value).
+- group_total: the sum of the buckets for the additive types (sum, count); for every other type
+  the meter's exact value over the group's whole range [first bucket start, last bucket end)
+  (for stateful meters without customer_id grouping: the sum over customers of that value).
 - top N: the N groups with the largest group_total (ties: group keys ascending, nulls first).
 - Output sorted by the group keys (nulls first) then window_start.
 """
@@ -33,7 +33,8 @@ from decimal import Decimal
 
 import polars as pl
 
-from catalog.config import STATEFUL_TYPES, Meter
+from catalog.config import Meter
+from catalog.meter_types import ADDITIVE_TYPES, STATEFUL_TYPES
 from catalog.schemas import DEC, TS
 from transforms.metering.cancel import counting
 from transforms.metering.values import check_group_by, meter_rows
@@ -41,7 +42,6 @@ from transforms.shared.windows import calendar_windows, check_window, zone
 from transforms.shared.percent import percent_change_float
 
 ALL = "*"  # the pseudo-customer of combined (not customer-grouped) event-set queries
-ADDITIVE = frozenset({"sum", "count"})
 
 
 def usage_query(
@@ -93,7 +93,7 @@ def usage_query(
 
     vals = meter_rows(ev, meter, wins, group_by=dim_keys, filter=filter, as_of=as_of)
     totals = None
-    if meter.type not in ADDITIVE:
+    if meter.type not in ADDITIVE_TYPES:
         totals = meter_rows(ev, meter, spans, group_by=dim_keys, filter=filter, as_of=as_of)
 
     gcols = gb  # the group identity: customer_id and/or dimension keys, in the caller's order

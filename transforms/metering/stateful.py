@@ -45,8 +45,6 @@ from catalog.config import Meter
 from catalog.schemas import DEC, TS
 from transforms.metering.common import EXACT, US_PER_UNIT, ZERO, dec_series, div9, sort_rows, ts_from_us
 
-STATEFUL = frozenset({"running_total", "high_watermark", "event_duration", "weighted_sum"})
-
 Windows = list[tuple[int, int]]  # (start_us, end_us), sorted
 
 

@@ -1,4 +1,4 @@
-"""transforms/billing.py: the glue between metering and pricing, checked against brute force.
+"""transforms/billing/: the glue between metering and pricing, checked against brute force.
 
 Random events (seeded) over two customers with a plan change, product items with dimension
 filters (an event may lack the filtered key), cancellations, events outside any subscription,

@@ -1,4 +1,4 @@
-"""The DuckDB path for additive meters (transforms/fast_hourly.py) gives exactly hourly_usage's rows."""
+"""The DuckDB path for mergeable meters (transforms/metering/hourly_sql.py) gives exactly hourly_usage's rows."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import polars as pl
 
 from catalog.config import Meter
 from catalog.schemas import SCHEMAS
-from transforms.fast_hourly import FILE_COLUMNS, additive_hourly_sql
+from transforms.metering.hourly_sql import FILE_COLUMNS, mergeable_hourly_sql
 from transforms.metering import hourly_usage
 
 UTC = dt.timezone.utc
@@ -63,11 +63,11 @@ def _fast(events: pl.DataFrame) -> pl.DataFrame:
     con.register("ev", events.to_arrow())
     con.register("meter_types", pl.DataFrame({"meter_api_name": list(METERS),
                                               "type": [m.type for m in METERS.values()]}).to_arrow())
-    out = con.sql(additive_hourly_sql("ev", with_hour_date=True)).pl()
+    out = con.sql(mergeable_hourly_sql("ev", with_hour_date=True)).pl()
     return out.select([pl.col(c).cast(t) for c, t in SCHEMAS["usage_hourly"].items()])
 
 
-def test_additive_meters_in_duckdb_equal_hourly_usage_row_for_row():
+def test_mergeable_meters_in_duckdb_equal_hourly_usage_row_for_row():
     ev = _events()
     fast = _fast(ev)
     slow = hourly_usage(ev, METERS)

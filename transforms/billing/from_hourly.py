@@ -1,11 +1,11 @@
-"""What billing counts, read from `usage_hourly` instead of from every event (issue 8).
+"""What billing counts, read from `usage_hourly` instead of from every event.
 
 Billing needs, per customer, the counting events of each meter (cancellations applied) to put
 them in periods, match them to plan items, and take each item's meter value per period. For the
-additive meter types (sum, count, min, max, and meters the catalogue does not know, summed) the
-hourly table already holds everything that matters, as long as a period boundary never cuts an
-hour: Σ of hourly sums, Σ of hourly counts, max of hourly maxima, min of hourly minima. So billing
-reads *pre-aggregated pseudo-events* instead of events:
+mergeable meter types (`catalog.meter_types`: sum, count, min, max, and meters the catalogue does
+not know, summed) the hourly table already holds everything that matters, as long as a period
+boundary never cuts an hour: Σ of hourly sums, Σ of hourly counts, max of hourly maxima, min of
+hourly minima. So billing reads *pre-aggregated pseudo-events* instead of events:
 
 * one pseudo-event per customer × meter × dimension combination × (period, UTC month) bucket,
   at the bucket's first hour: `meter_value` is the bucket's sum / count / max / min, `_w` the
@@ -22,8 +22,7 @@ reads *pre-aggregated pseudo-events* instead of events:
 
 The result equals billing from the events row for row (tests/billing/test_bill_inputs.py
 compares both on lakes with every meter type, half-hour time zones, plan changes, cancellations
-and an `as_of` inside an hour), while memory no longer grows with the number of events of the
-additive meters: at 10M events the bill stage held 6.5 GB reading all events, now the buckets.
+and an `as_of` inside an hour), while memory follows the number of buckets, not of events.
 
 The buckets behind the pseudo-events are mergeable (sums, counts, minima, maxima, first hours),
 so billing keeps them per UTC month between runs, with a key per date of everything they depend
@@ -42,8 +41,9 @@ import json
 import polars as pl
 
 from catalog.config import Catalog
+from catalog.meter_types import MERGEABLE_TYPES, UNKNOWN_METER_TYPE, sql_list
 from catalog.schemas import DEC, DIMS, TS
-from transforms.fast_hourly import ADDITIVE_TYPES, cancels_sql, not_cancelled_sql
+from transforms.metering.cancel import cancels_sql, not_cancelled_sql
 
 # the columns billing reads from counting events (and the weight of each row)
 COUNTING_COLUMNS = {
@@ -56,7 +56,7 @@ BUCKET_KEYS = ("customer_id", "meter_api_name", "dims_key", "pstart", "month")
 
 def event_meters(cat: Catalog) -> list[str]:
     """Catalogue meters whose value needs the events themselves."""
-    return sorted(n for n, m in cat.meters.items() if m.type not in ADDITIVE_TYPES)
+    return sorted(n for n, m in cat.meters.items() if m.type not in MERGEABLE_TYPES)
 
 
 def floor_hour(t: dt.datetime) -> dt.datetime:
@@ -89,9 +89,9 @@ def buckets_sql(hourly: str, *, cut_hour: dt.datetime, shard: bool) -> str:
     return f"""
 WITH h AS (
   SELECT h.customer_id, h.meter_api_name, h.dimensions, h.dims_key, h.hour, h.event_count,
-         h.value_sum, h.value_min, h.value_max, coalesce(t.type, 'sum') AS mtype
+         h.value_sum, h.value_min, h.value_max, coalesce(t.type, '{UNKNOWN_METER_TYPE}') AS mtype
   FROM {hourly} h LEFT JOIN meter_types t ON t.meter_api_name = h.meter_api_name
-  WHERE coalesce(t.type, 'sum') IN {ADDITIVE_TYPES!r}
+  WHERE coalesce(t.type, '{UNKNOWN_METER_TYPE}') IN {sql_list(MERGEABLE_TYPES)}
     AND h.hour < TIMESTAMPTZ '{cut_hour.isoformat()}' {only}
     AND NOT EXISTS (SELECT 1 FROM frag f WHERE f.customer_id = h.customer_id AND f.hour = h.hour)
 ), tagged AS (
@@ -199,7 +199,7 @@ GROUP BY customer_id"""
 
 
 def real_events_filter(frag: pl.DataFrame, as_of: dt.datetime, event_meter_names: list[str]) -> pl.Expr:
-    """The events of the additive (and unknown) meters that billing reads as events: those in an
+    """The events of the mergeable (and unknown) meters that billing reads as events: those in an
     hour a period boundary cuts for their customer (`frag`) and those of the hour holding `as_of`."""
     hour = pl.col("event_time").dt.truncate("1h")
     cut = floor_hour(as_of)

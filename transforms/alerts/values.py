@@ -20,7 +20,7 @@ import polars as pl
 
 from catalog.config import Alert, Catalog, to_utc
 from catalog.schemas import DEC, TS
-from transforms.alerts import alert_windows
+from transforms.alerts.windows import alert_windows
 from transforms.metering import meter_values
 
 SCHEMA = {"customer_id": pl.String, "window_start": TS, "window_end": TS, "value": DEC, "complete": pl.Boolean}

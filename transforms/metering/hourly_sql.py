@@ -1,12 +1,12 @@
-"""usage_hourly for the additive meter types (sum, count, min, max) as one DuckDB query.
+"""usage_hourly for the mergeable meter types (sum, count, min, max) as one DuckDB query.
 
 The same rows as `transforms.metering.hourly_usage` gives for these types (tested row for row
-in tests/metering/test_fast_hourly.py), computed where the events are (Parquet) instead of in
-Python memory:
+in tests/transforms/metering/test_hourly_sql.py), computed where the events are (Parquet)
+instead of in Python memory:
 
-* cancellations first (SPEC §2): cancel records never count, nor does any event with the same
-  customer_id, meter_api_name, unique_id and event_time as one (a null unique_id matches
-  nothing);
+* cancellations first (SPEC §2, `transforms.metering.cancel`): cancel records never count, nor
+  does any event with the same customer_id, meter_api_name, unique_id and event_time as one (a
+  null unique_id matches nothing);
 * events with a null meter_value do not count for sum/min/max (count ignores the value);
 * one row per customer × meter × dimension combination × UTC hour: `dims_key` is the sorted
   `key\\x1evalue` pairs joined by `\\x1f` ('' without dimensions), `dimensions` the map with its
@@ -24,46 +24,32 @@ type)` of the catalogue's meters, and sets `TimeZone = 'UTC'`.
 
 from __future__ import annotations
 
-ADDITIVE_TYPES = ("sum", "count", "min", "max")
+from catalog.meter_types import MERGEABLE_TYPES, UNKNOWN_METER_TYPE, VALUELESS_TYPES, sql_list
+from transforms.metering.cancel import cancels_sql, not_cancelled_sql
 
 # usage_hourly's columns in file order (the partition column hour_date lives in the folder name)
 FILE_COLUMNS = ("customer_id", "meter_api_name", "dimensions", "dims_key", "hour", "value", "event_count",
                 "value_sum", "value_min", "value_max")
 
 
-def cancels_sql(events: str) -> str:
-    """The cancel records of `events` as (customer_id, meter_api_name, unique_id, event_time).
-
-    Read from the source relation, not from a CTE that is read again later: DuckDB materialises a
-    CTE read twice (every event)."""
-    return f"SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM {events} WHERE is_cancel"
-
-
-def not_cancelled_sql(row: str, cancels: str = "cancels") -> str:
-    """The condition that the event `row` is not cancelled by a record of `cancels` (SPEC §2: same
-    customer_id, meter_api_name, unique_id and event_time; a null unique_id matches nothing)."""
-    return (f"NOT EXISTS (SELECT 1 FROM {cancels} c WHERE c.customer_id = {row}.customer_id "
-            f"AND c.meter_api_name = {row}.meter_api_name AND c.unique_id = {row}.unique_id "
-            f"AND c.event_time = {row}.event_time)")
-
-
-def additive_hourly_sql(events: str, meter_types: str = "meter_types", *, with_hour_date: bool = False) -> str:
+def mergeable_hourly_sql(events: str, meter_types: str = "meter_types", *, with_hour_date: bool = False) -> str:
     """SELECT giving usage_hourly rows (FILE_COLUMNS, in no promised order: flows/meter.py runs
     it single-threaded, which gives the same order for the same events) for the events of
-    additive or unknown meters in `events`."""
+    mergeable or unknown meters in `events`."""
     dec = "DECIMAL(38, 9)"
     hd = ", CAST(hour AS DATE) AS hour_date" if with_hour_date else ""
     return f"""
 WITH ev AS (
   SELECT e.customer_id, e.meter_api_name, CAST(e.meter_value AS {dec}) AS meter_value, e.event_time,
          e.unique_id, e.dimensions, coalesce(e.is_cancel, false) AS is_cancel,
-         coalesce(t.type, 'sum') AS mtype
+         coalesce(t.type, '{UNKNOWN_METER_TYPE}') AS mtype
   FROM {events} e LEFT JOIN {meter_types} t ON t.meter_api_name = e.meter_api_name
-  WHERE coalesce(t.type, 'sum') IN {ADDITIVE_TYPES!r}
+  WHERE coalesce(t.type, '{UNKNOWN_METER_TYPE}') IN {sql_list(MERGEABLE_TYPES)}
 ), cancels AS ({cancels_sql(events)}
 ), counting AS (
   SELECT ev.* FROM ev
-  WHERE NOT is_cancel AND (mtype = 'count' OR meter_value IS NOT NULL) AND {not_cancelled_sql('ev')}
+  WHERE NOT is_cancel AND (mtype IN {sql_list(VALUELESS_TYPES & MERGEABLE_TYPES)} OR meter_value IS NOT NULL)
+    AND {not_cancelled_sql('ev')}
 ), keyed AS (  -- the combination as a MAP with sorted keys (ingest writes them so: rebuilt only if not)
   SELECT customer_id, meter_api_name, mtype, meter_value, date_trunc('hour', event_time) AS hour,
          CASE WHEN dimensions IS NULL THEN MAP {{}}::MAP(VARCHAR, VARCHAR)
