@@ -79,7 +79,9 @@ from transforms.ingest.dedupe import (
     create_seen_sql, events_keys_sql, events_sql, firsts_sql, remember_sql, taken_sql, winners_sql,
 )
 from transforms.ingest.formats import SUPPORTED, Format, detect_format
-from transforms.ingest.normalize import normalize_sql, parse_batch, prepare, typed_parquet
+from transforms.ingest.normalize import normalize_sql
+from transforms.ingest.parse import parse_batch, prepare
+from transforms.ingest.typed_parquet import typed_parquet
 from transforms.ingest.pipeline import (
     CANDIDATE_DDL, SCRATCH_PARQUET as _SCRATCH_PARQUET, candidates, ingest_batch, quarantine_rows, stage_typed_parquet,
     unreadable_row,

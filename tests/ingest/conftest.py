@@ -88,7 +88,7 @@ def stored_keys(lk: Lake) -> pl.DataFrame:
 
     from catalog.meter_types import VALUELESS_TYPES
     from transforms.ingest.dedupe import events_keys_sql
-    from transforms.ingest.normalize import prepare
+    from transforms.ingest.parse import prepare
 
     cat = load_catalog(lk.catalog_dir)
     con = duckdb.connect()

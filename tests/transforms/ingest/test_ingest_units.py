@@ -11,7 +11,7 @@ import pytest
 
 from transforms.ingest.dedupe import create_seen_sql, firsts_sql, taken_sql, winners_sql
 from transforms.ingest.formats import Format, detect_format
-from transforms.ingest.normalize import parse_batch, prepare
+from transforms.ingest.parse import parse_batch, prepare
 from transforms.ingest.readers import RawBatch
 from transforms.ingest.report import FileResult, IngestReport
 from transforms.ingest.validate import REASONS, Rules, validate
