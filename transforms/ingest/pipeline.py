@@ -147,10 +147,16 @@ def stage_typed_parquet(con: duckdb.DuckDBPyConnection, plan: TypedParquet, path
         flush()
     st.valid = st.rows - st.quarantined
     if st.valid:
-        rej = pl.concat(rejected_rn) if rejected_rn else pl.Series("row_number", [], pl.Int64)
-        con.register("__rejected", pa.table({"row_number": rej.cast(pl.Int64).to_arrow()}))
-        try:
-            con.execute(f"INSERT INTO {cand} {typed_events_sql(plan, path, '__rejected', file_seq, source_file, ingested_at)}")
-        finally:
-            con.unregister("__rejected")
+        _insert_accepted(con, plan, path, rejected_rn, cand, file_seq, source_file, ingested_at)
     return st
+
+
+def _insert_accepted(con: duckdb.DuckDBPyConnection, plan: TypedParquet, path: Path, rejected_rn: list[pl.Series],
+                     cand: str, file_seq: int, source_file: str, ingested_at: dt.datetime) -> None:
+    """The events pass of `stage_typed_parquet`: the records not rejected, into `cand`."""
+    rej = pl.concat(rejected_rn) if rejected_rn else pl.Series("row_number", [], pl.Int64)
+    con.register("__rejected", pa.table({"row_number": rej.cast(pl.Int64).to_arrow()}))
+    try:
+        con.execute(f"INSERT INTO {cand} {typed_events_sql(plan, path, '__rejected', file_seq, source_file, ingested_at)}")
+    finally:
+        con.unregister("__rejected")
