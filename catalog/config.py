@@ -1,21 +1,19 @@
-"""The product catalogue (SPEC §3): YAML/CSV/Parquet files -> validated, typed models.
+"""The product catalogue (SPEC §3): the declarative models every catalogue file is validated into.
 
-Every file is validated on load. Problems are collected, never raised one by one: a bad
-catalogue stops the run with one line per problem naming file, record and field.
+Typed, frozen pydantic models, one per table, and the `Catalog` that holds them. Loading the
+folder's files into them (collecting every problem): catalog/load.py; references between tables:
+catalog/checks.py; meter types and their families: catalog/meter_types.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from decimal import Decimal
-from pathlib import Path
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     PrivateAttr,
     AfterValidator,
@@ -23,10 +21,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
+
+from catalog.meter_types import STATEFUL_TYPES, VALUELESS_TYPES, MeterType  # noqa: F401  (also imported from here)
 
 # ---------------------------------------------------------------- value types
 
@@ -125,14 +124,6 @@ class Customer(Model):
         if problem:
             raise ValueError(problem)
         return v
-
-
-MeterType = Literal[
-    "sum", "count", "max", "min", "avg", "latest", "unique_count",
-    "running_total", "high_watermark", "event_duration", "weighted_sum",
-]
-STATEFUL_TYPES = frozenset({"running_total", "high_watermark", "event_duration", "weighted_sum"})
-VALUELESS_TYPES = frozenset({"count", "unique_count"})
 
 
 class Meter(Model):
@@ -515,303 +506,3 @@ class Catalog(BaseModel):
     def timezone(self, customer_id: str) -> str:
         """The customer's time zone; UTC for a customer the catalogue does not know."""
         return self.timezones().get(customer_id, "UTC")
-
-
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(record)"
-
-
-_LOADED: dict[str, Catalog] = {}  # content digest of a catalogue folder -> its Catalog (the last few)
-
-
-def _digest(catalog_dir: Path) -> str:
-    """sha256 over the names and bytes of the folder's files: equal digests, equal catalogues."""
-    h = hashlib.sha256()
-    for f in sorted(catalog_dir.iterdir()):
-        if f.is_file():
-            h.update(f.name.encode() + b"\0")
-            with f.open("rb") as fh:
-                h.update(hashlib.file_digest(fh, "sha256").digest())
-        elif f.is_dir():
-            h.update(f.name.encode() + b"/\0")  # a folder is a problem of its own (catalog/files.py)
-    return h.hexdigest()
-
-
-def load_catalog(catalog_dir: Path | str) -> Catalog:
-    """Read and validate every catalogue file; raise CatalogError listing every problem.
-
-    A run loads the catalogue in every flow and task; a folder whose files did not change since
-    an earlier load in this process (same names and bytes) gives the same validated Catalog
-    (frozen models) without parsing it again."""
-    catalog_dir = Path(catalog_dir)
-    if not catalog_dir.is_dir():
-        raise CatalogError([f"{catalog_dir}: catalogue folder not found"])
-    key = _digest(catalog_dir)
-    if key not in _LOADED:
-        cat = _load(catalog_dir)
-        while len(_LOADED) >= 4:
-            _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = cat
-    return _LOADED[key]
-
-
-class _View:
-    """What cross-checks see of one table: every record, valid (a model) or not (its raw mapping)."""
-
-    def __init__(self, label: str, key: str):
-        self.label = label
-        self.key = key
-        self.read = True                      # False: the file could not be read (references into it are not judged)
-        self.present: set[str] = set()        # keys of every record, valid or not
-        self.records: list[tuple[int, Any]] = []  # (record number, model or raw mapping) of a YAML table
-        self.flat = None                      # catalog.flat.FlatResult of a flat table
-
-    def where(self, number: int, ident: Any, label: str | None = None) -> str:
-        shown = f" ({self.key}={ident})" if ident is not None else ""
-        return f"{label or self.label}: record {number}{shown}"
-
-    def unknown(self, value: Any) -> bool:
-        """A reference to this table names nothing in it (only judged when the file was read)."""
-        return self.read and isinstance(value, str) and value not in self.present
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
-def _read_yaml(path: Path, empty: str) -> Any:
-    with path.open(encoding="utf-8") as f:
-        data = yaml.load(f, Loader=yaml.CSafeLoader)
-    if data is None:
-        raise _Unreadable(f"the file is empty; {empty}")
-    return data
-
-
-class _Unreadable(Exception):
-    pass
-
-
-def _load(catalog_dir: Path) -> Catalog:
-    from catalog.files import find_files, label
-    from catalog.flat import MISSING, Unreadable, load_flat
-
-    files = find_files(catalog_dir)
-    problems: list[str] = list(files.problems)
-    tables: dict[str, Any] = {}
-    views: dict[str, _View] = {}
-    for name, (model, key, tabular) in TABLES.items():
-        path = files.paths.get(name)
-        view = views[name] = _View(label(path) if path else f"catalog/{name}.yaml", key)
-        tables[name] = {}
-        if name in files.rejected:
-            view.read = False  # its file was refused: references into it cannot be judged
-        if path is None:
-            continue
-        if tabular:
-            try:
-                res = load_flat(path, name, model, key)
-            except Unreadable as e:
-                problems.append(f"{view.label}: {e}")
-                view.read = False
-                continue
-            problems.extend(res.problems)
-            view.present, view.flat, tables[name] = res.present, res, res.table
-            continue
-        try:
-            records = _read_yaml(path, "write [] for a table with no records")
-        except _Unreadable as e:
-            problems.append(f"{view.label}: {e}")
-            view.read = False
-            continue
-        except Exception as e:  # unreadable YAML: one line, the parser's own words
-            problems.append(f"{view.label}: cannot be read: {' '.join(str(e).split())}")
-            view.read = False
-            continue
-        if not isinstance(records, list):
-            problems.append(f"{view.label}: must be a list of records")
-            view.read = False
-            continue
-        for i, rec in enumerate(records, start=1):
-            ident = rec.get(key) if isinstance(rec, dict) else None
-            where = view.where(i, ident)
-            if not isinstance(rec, dict):
-                problems.append(f"{where}: must be a mapping of field: value")
-                continue
-            if isinstance(ident, str):
-                view.present.add(ident)
-            try:
-                obj = model.model_validate(rec)
-            except ValidationError as e:
-                for err in e.errors():
-                    msg = err["msg"].removeprefix("Value error, ")
-                    problems.append(f"{where}: {_loc(err['loc'])}: {msg}")
-                view.records.append((i, rec))
-                continue
-            k = getattr(obj, key)
-            if k in tables[name]:
-                problems.append(f"{where}: {key}: duplicate {key} {k!r}")
-                continue
-            tables[name][k] = obj
-            view.records.append((i, obj))
-    settings, settings_ok = Settings(), True
-    spath = files.paths.get("settings")
-    if spath is not None:
-        settings_ok = False
-        try:
-            raw = _read_yaml(spath, "write {} for the default settings")
-            settings = Settings.model_validate(raw)
-            settings_ok = True
-        except ValidationError as e:
-            for err in e.errors():
-                problems.append(f"catalog/{spath.name}: {_loc(err['loc'])}: {err['msg'].removeprefix('Value error, ')}")
-        except _Unreadable as e:
-            problems.append(f"catalog/{spath.name}: {e}")
-        except Exception as e:
-            problems.append(f"catalog/{spath.name}: cannot be read: {' '.join(str(e).split())}")
-    problems += _cross_check(views, settings if settings_ok else None, MISSING)
-    if problems:
-        raise CatalogError(problems)
-    return Catalog.model_construct(settings=settings, ignored_files=tuple(files.ignored), **tables)
-
-
-def _cross_check(v: dict[str, _View], settings: Settings | None, MISSING: Any) -> list[str]:
-    """References between tables, currencies, and non-overlapping subscriptions, over every record
-    (an invalid record's readable references too). A reference to a record that is present but
-    invalid is not reported (the record's own problem is); one into a file that could not be read
-    is not judged."""
-    p: list[str] = []
-    meters, items, plans, customers, currencies = (v[t] for t in ("meters", "product_items", "plans", "customers",
-                                                                  "currencies"))
-
-    def unknown_currency(code: Any) -> bool:
-        return isinstance(code, str) and code not in ISO_MINOR_UNITS and currencies.unknown(code)
-
-    for i, m in items.records:
-        ref = _get(m, "meter_api_name")
-        if meters.unknown(ref):
-            p.append(f"{items.where(i, _get(m, 'product_item_id'))}: meter_api_name: unknown meter {ref!r}")
-    for i, pl_ in plans.records:
-        where = plans.where(i, _get(pl_, "plan_id"))
-        cur = _get(pl_, "currency")
-        if unknown_currency(cur):
-            p.append(f"{where}: currency: unknown currency {cur!r} (not ISO 4217 and not in currencies)")
-        seen = set()
-        its = _get(pl_, "items", [])
-        for j, it in enumerate(its if isinstance(its, list) else []):
-            pid = _get(it, "product_item_id") if isinstance(it, (dict, PlanItem)) else None
-            if not isinstance(pid, str):
-                continue
-            if items.unknown(pid):
-                p.append(f"{where}: items[{j}].product_item_id: unknown product item {pid!r}")
-            if pid in seen:
-                p.append(f"{where}: items[{j}].product_item_id: listed twice")
-            seen.add(pid)
-    for i, c in currencies.records:
-        base = _get(c, "base_currency")
-        if isinstance(base, str) and base not in ISO_MINOR_UNITS:
-            p.append(f"{currencies.where(i, _get(c, 'code'))}: base_currency: {base!r} is not an ISO 4217 currency")
-    p += _check_subscriptions(v["subscriptions"], customers, plans, MISSING)
-    credits = v["credits"]
-    if credits.flat is not None:
-        f = credits.flat.fields
-        gid, cid = f["grant_id"], f["customer_id"]
-        for r, c in enumerate(cid):
-            if customers.unknown(c):
-                p.append(f"{credits.where(r + 1, _ident(gid[r], MISSING), 'catalog/credits')}: customer_id: "
-                         f"unknown customer {c!r}")
-    promotions = v["promotions"]
-    for i, r in promotions.records:
-        c = _get(r, "customer_id")
-        if customers.unknown(c):
-            p.append(f"{promotions.where(i, _get(r, 'promotion_id'), 'catalog/promotions')}: customer_id: "
-                     f"unknown customer {c!r}")
-    if credits.flat is not None:
-        f = credits.flat.fields
-        for r, (g, cur, pids) in enumerate(zip(f["grant_id"], f["currency"], f["product_item_ids"])):
-            where = credits.where(r + 1, _ident(g, MISSING), "catalog/credits")
-            if unknown_currency(cur):
-                p.append(f"{where}: currency: unknown currency {cur!r}")
-            for pid in pids if isinstance(pids, list) else []:
-                if items.unknown(pid):
-                    p.append(f"{where}: product_item_ids: unknown product item {pid!r}")
-    for i, pr in promotions.records:
-        to = _get(pr, "applies_to", "invoice")
-        if isinstance(to, str) and to != "invoice" and items.read and to not in items.present:
-            p.append(f"{promotions.where(i, _get(pr, 'promotion_id'))}: applies_to: "
-                     f"must be 'invoice' or a product_item_id, got {to!r}")
-    rewards = v["rewards"]
-    for i, r in rewards.records:
-        where = rewards.where(i, _get(r, "reward_id"))
-        m, c = _get(r, "meter_api_name"), _get(r, "customer_id", "*")
-        if meters.unknown(m):
-            p.append(f"{where}: meter_api_name: unknown meter {m!r}")
-        if c != "*" and customers.unknown(c):
-            p.append(f"{where}: customer_id: unknown customer {c!r}")
-    alerts = v["alerts"]
-    for i, a in alerts.records:
-        where = alerts.where(i, _get(a, "alert_id"))
-        m, it = _get(a, "meter_api_name"), _get(a, "product_item_id")
-        if m and meters.unknown(m):
-            p.append(f"{where}: meter_api_name: unknown meter {m!r}")
-        if it and items.unknown(it):
-            p.append(f"{where}: product_item_id: unknown product item {it!r}")
-        chans = _get(a, "channels", [])
-        if (settings is not None and settings.smtp is None and isinstance(chans, list)
-                and any(_get(c, "type") == "email" for c in chans if isinstance(c, (dict, Channel)))):
-            p.append(f"{where}: channels: an email channel needs smtp in settings.yaml")
-    if settings is not None and settings.default_plan_id and plans.unknown(settings.default_plan_id):
-        p.append(f"catalog/settings.yaml: default_plan_id: unknown plan {settings.default_plan_id!r}")
-    return p
-
-
-def _ident(value: Any, MISSING: Any) -> Any:
-    return None if value is MISSING else value
-
-
-def _check_subscriptions(subs: _View, customers: _View, plans: _View, MISSING: Any) -> list[str]:
-    """Every subscription's customer and plan; `end` after `start`; a customer's subscriptions do not overlap."""
-    p: list[str] = []
-    if subs.flat is None:
-        return p
-    f = subs.flat.fields
-    sid, cid, pid, start, end = (f[k] for k in ("subscription_id", "customer_id", "plan_id", "start", "end"))
-    label = "catalog/subscriptions"
-    tz_of: dict[str, str] = {}
-    if customers.flat is not None:
-        cf = customers.flat.fields
-        tz_of = {c: z for c, z in zip(cf["customer_id"], cf["timezone"]) if z is not MISSING and z != "UTC"}
-    skip = subs.flat.duplicates | subs.flat.bad["customer_id"] | subs.flat.bad["start"] | subs.flat.bad["end"]
-    timed: dict[str, list[int]] = {}
-    for r in range(len(sid)):
-        c = cid[r]
-        if customers.unknown(c):
-            p.append(f"{subs.where(r + 1, _ident(sid[r], MISSING), label)}: customer_id: unknown customer {c!r}")
-            continue
-        if plans.unknown(pid[r]):
-            p.append(f"{subs.where(r + 1, _ident(sid[r], MISSING), label)}: plan_id: unknown plan {pid[r]!r}")
-        s, e = start[r], end[r]
-        if r in skip or c is MISSING or s is MISSING:
-            continue
-        if e is not MISSING and e is not None:
-            tz = tz_of.get(c, "UTC")
-            if to_utc(e, tz) <= to_utc(s, tz):
-                p.append(f"{subs.where(r + 1, _ident(sid[r], MISSING), label)}: end: must be after start")
-        timed.setdefault(c, []).append(r)
-    for c, rows in timed.items():
-        if len(rows) < 2:
-            continue
-        tz = tz_of.get(c, "UTC")
-        rows = sorted(rows, key=lambda r: to_utc(start[r], tz))
-        for a, b in zip(rows, rows[1:]):
-            ea = end[a]
-            if ea is MISSING or ea is None or to_utc(ea, tz) > to_utc(start[b], tz):
-                p.append(f"{label}: subscription_id={sid[b]}: start: overlaps subscription {sid[a]} of customer {c}")
-    return p

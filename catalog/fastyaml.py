@@ -1,8 +1,8 @@
 """Column-wise reading of a flat table's YAML file (customers, subscriptions, credits).
 
-LibYAML builds a Python event and node per scalar (≈ 100 µs a record with PyYAML's resolver and
-constructor): 100,000 customers take ten seconds or more. Flat tables are lists of flat records,
-which scripts write in one of two shapes, one record a line or one field a line:
+LibYAML builds a Python event and node per scalar, too slow for a table of 100,000 customers
+(bench/notes.md). Flat tables are lists of flat records, which scripts write in one of two
+shapes, one record a line or one field a line:
 
     - {customer_id: c1, customer_name: "One Corp", traits: {segment: smb}}
     - customer_id: c2

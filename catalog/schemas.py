@@ -87,6 +87,12 @@ KEYS: dict[str, list[str]] = {
     "deliveries": ["alert_id", "customer_id", "window_start", "channel", "target", "attempt"],
 }
 
+# key columns where null is a value of its own, compared as equal (the key is unique with nulls
+# equal); every other key column is never null. unbilled_usage: usage that no item measures
+# (undefined customer or meter, no subscription, not in the plan) has no product item and is
+# summed over every dimension combination.
+NULLABLE_KEY_COLUMNS: dict[str, set[str]] = {"unbilled_usage": {"product_item_id", "dimensions"}}
+
 # hive partition column of each partitioned table
 PARTITIONS: dict[str, str] = {"events": "event_date", "usage_hourly": "hour_date"}
 

@@ -61,7 +61,7 @@ def segment_task(lake: str, steps: list[tuple[str, str]], deliver: bool, label: 
     With executor "dask" each step runs on customer shards (flows/executors.py: the bill-sharded
     and alerts-sharded flows, as subflows of this task), locally otherwise."""
     log = get_run_logger()
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     cat = load_catalog(lk.catalog_dir)
     fired, bill = 0, None
     for i, (t, what) in enumerate(steps, 1):

@@ -15,7 +15,7 @@ from flows.stages.common import as_of_instant, parse_instant
 
 @task(name="price-and-write-invoices", retries=1, retry_delay_seconds=2, retry_condition_fn=not_a_warehouse_error)
 def bill_task(lake: str, as_of: str) -> dict:
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     return run_bill(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), log=get_run_logger().info)
 
 
@@ -24,7 +24,7 @@ def bill_flow(lake: str | None = None, as_of: str | None = None, executor: str =
               workers: int | None = None, dask_address: str | None = None, allow_future: bool = False) -> dict:
     """Price every started period into invoices (drafts for open periods, finals after grace).
     An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True")
     with lk.naming_damage():
         if executor == "dask":  # customer shards on a Dask cluster

@@ -145,7 +145,7 @@ def serve_all(lake: str, schedules: bool = True, limit: int = 1, say=None) -> No
 
     wait_for_api(say=say)
 
-    root = str(Lake(lake).root.resolve())
+    root = str(Lake.open(lake).root.resolve())
     os.environ["METERBILL_LAKE"] = root
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"

@@ -14,7 +14,7 @@ from flows.stages.meter import run_meter
 
 @task(name="aggregate-usage-hourly", retries=1, retry_delay_seconds=2, retry_condition_fn=not_a_warehouse_error)
 def meter_task(lake: str, as_of: str) -> dict:
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     return run_meter(lk, load_catalog(lk.catalog_dir), parse_instant(as_of), log=get_run_logger().info)
 
 
@@ -24,7 +24,7 @@ def meter_flow(lake: str | None = None, as_of: str | None = None, executor: str 
     """Bring usage_hourly up to date with the events table.
     An `as_of` more than 5 minutes ahead of the clock is refused unless `allow_future`."""
     t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     with lk.naming_damage(["events"]):
         if executor == "dask":  # customer shards on a Dask cluster
             return meter_sharded(str(lk.root), t, workers, dask_address)

@@ -32,7 +32,7 @@ def publish_report_task(lake: str, as_of: str, ingest: dict | None, meter: dict 
                         alerts: dict | None, timings: dict) -> str:
     """Read the lake's tables (I/O, retried with backoff) and publish the run report and invoices
     table: both small at any number of customers; no HTML page (`meterbill report` makes them)."""
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     text = run_report_artifact(lk, as_of, ingest, bill, alerts, meter=meter, timings=timings)
     invoices_artifact(lk)
     return text
@@ -50,7 +50,7 @@ def run_flow(lake: str | None = None, as_of: str | None = None, deliver: bool = 
     report's file (<lake>/reports/run-report.md, also the artifact `run-report`).
     """
     log = get_run_logger()
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     root = str(lk.root)
     t = as_of_instant(as_of, allow_future, name="as_of", flag="allow_future=True").isoformat()
     ex = {"executor": executor, "workers": workers, "dask_address": dask_address}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from transforms.fast_hourly import cancels_sql, not_cancelled_sql
+from transforms.metering.cancel import cancels_sql, not_cancelled_sql
 
 
 def first_events_sql(events: str, as_of: dt.datetime, *, shard: bool = False) -> str:

@@ -9,14 +9,14 @@ import polars as pl
 from catalog import Catalog, Lake
 from catalog.schemas import conform
 from flows.stages.firsts import first_event_times
-from transforms.alert_values import SCHEMA, alert_values
+from transforms.alerts.values import SCHEMA, alert_values
 from transforms.alerts import evaluate
 from transforms.metering import apply_cancellations
 from transforms.pricing import customer_periods
 
 
 def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None) -> dict[str, pl.DataFrame]:
-    """alert_id -> the alert's metric per customer and window (transforms.alert_values).
+    """alert_id -> the alert's metric per customer and window (transforms.alerts.values).
 
     With `customers` (a shard, flows/executors.py) only their rows, plus their share of the '*'
     rows (counts of undefined customers or meters), which the reduce adds up across shards."""

@@ -16,7 +16,8 @@ from catalog.schemas import SCHEMAS, empty
 from flows.stages.bill_cache import pseudo_events
 from flows.stages.firsts import first_event_times
 from flows.stages.meter import ensure_metered
-from transforms import bill_inputs, billing
+from transforms import billing
+from transforms.billing import from_hourly
 from transforms.metering import apply_cancellations
 from transforms.pricing import FrozenState, all_customer_periods, build_invoices
 
@@ -39,27 +40,27 @@ def _event_columns(lf: pl.LazyFrame) -> pl.LazyFrame:
 def hourly_counting(lk: Lake, cat: Catalog, as_of: dt.datetime, periods: list | pl.DataFrame,
                     customers: set[str] | None = None, cache: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(counting rows, cancel records) for billing, from usage_hourly plus the few events it cannot
-    stand for (transforms/bill_inputs.py). usage_hourly must be up to date (`ensure_metered`)."""
+    stand for (transforms/from_hourly.py). usage_hourly must be up to date (`ensure_metered`)."""
     pf = billing.periods_frame(periods)
-    frag = bill_inputs.fragment_hours(pf, as_of)
+    frag = from_hourly.fragment_hours(pf, as_of)
     mine = pl.col("customer_id").is_in(sorted(customers)) if customers is not None else pl.lit(True)
     before = pl.col("event_time") < as_of
     events = lk.scan("events")
     # real events: the meters that need them, and the additive meters' cut hours
-    slow = bill_inputs.event_meters(cat)
+    slow = from_hourly.event_meters(cat)
     parts = [_event_columns(empty("events").lazy()).collect()]
     if slow:
         parts.append(_event_columns(events.filter(mine & before & pl.col("meter_api_name").is_in(slow))).collect())
-    files = lk.partition_files("events", bill_inputs.real_event_dates(frag, as_of))
+    files = lk.partition_files("events", from_hourly.real_event_dates(frag, as_of))
     if files:
         lf = pl.scan_parquet(files, schema={k: v for k, v in SCHEMAS["events"].items() if k != "event_date"},
                              extra_columns="ignore")
-        parts.append(_event_columns(lf.filter(mine & bill_inputs.real_events_filter(frag, as_of, slow))).collect())
+        parts.append(_event_columns(lf.filter(mine & from_hourly.real_events_filter(frag, as_of, slow))).collect())
     real = apply_cancellations(pl.concat(parts))
     # the pre-aggregated buckets of every other hour
     pseudo = pseudo_events(lk, cat, pf, frag, as_of, customers, cache=cache)
     count_meters = {n for n, m in cat.meters.items() if m.type == "count"}
-    counting = bill_inputs.counting_frame(pseudo, real, count_meters)
+    counting = from_hourly.counting_frame(pseudo, real, count_meters)
     # every cancel record (reconciliation counts them per item and period)
     cancels = _event_columns(events.filter(mine & before & pl.col("is_cancel").fill_null(False))).collect()
     return counting, cancels
@@ -101,7 +102,7 @@ def bill_tables(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] 
     pcat = cat
     if source == "hourly":
         counting, cancels = hourly_counting(lk, cat, as_of, pf, customers, cache=cache)
-        pcat = bill_inputs.counting_catalog(cat)
+        pcat = from_hourly.counting_catalog(cat)
     usage = billing.line_usage(pcat, counting, pf, as_of)
     rewards = billing.reward_usage(pcat, counting, pf, as_of) if cat.rewards else None
     result = build_invoices(cat, periods, usage, as_of, frozen=fz, reward_usage=rewards)

@@ -1,8 +1,8 @@
-"""The pseudo-events billing reads from usage_hourly (transforms/bill_inputs.py), and the cache
+"""The pseudo-events billing reads from usage_hourly (transforms/from_hourly.py), and the cache
 of the buckets behind them.
 
 Without a shard, the buckets are kept in `warehouse/_state/bill_buckets/`, a file per UTC month
-(a bucket never straddles one) holding a key per date of the month (`bill_inputs.bucket_date_keys`).
+(a bucket never straddles one) holding a key per date of the month (`from_hourly.bucket_date_keys`).
 A month whose cached dates all kept their key is reused, and new dates' buckets are merged into it
 (a new day reads one partition, not the lake); a month with a changed or vanished date is made
 again from its own partitions. Deleting the folder is always safe. While one process holds the
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from catalog import Catalog, Lake
 from catalog.lake import duck, sql_str
 from flows.stages.common import register_customers, register_meter_types
-from transforms import bill_inputs
+from transforms.billing import from_hourly
 
 BUCKETS_DIR = "bill_buckets"  # in warehouse/_state: the buckets of the last bill run, a file per UTC month
 _BUCKET_DATES = "meterbill.bucket_dates"  # a file's Parquet key-value metadata: {date: key} of its dates
@@ -64,11 +64,11 @@ def _cache_lock(lk: Lake):
 
 def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, as_of: dt.datetime,
                   customers: set[str] | None = None, cache: bool = True) -> pl.DataFrame | None:
-    """The pseudo-events of usage_hourly (transforms/bill_inputs.py); None when there is none.
+    """The pseudo-events of usage_hourly (transforms/from_hourly.py); None when there is none.
     Without a shard and with `cache`, through the cached buckets (see the module doc)."""
     if not lk.exists("usage_hourly"):
         return None
-    cut = bill_inputs.floor_hour(as_of)
+    cut = from_hourly.floor_hour(as_of)
     lock = _cache_lock(lk) if cache and customers is None else None
     con = None
     try:
@@ -83,10 +83,10 @@ def pseudo_events(lk: Lake, cat: Catalog, pf: pl.DataFrame, frag: pl.DataFrame, 
                 register_customers(con, customers)
             src = (f"read_parquet({sql_str(lk.table_glob('usage_hourly'))}, hive_partitioning = false, "
                    "union_by_name = true)")
-            return con.sql(bill_inputs.pseudo_events_sql(src, cut_hour=cut, shard=customers is not None)).pl()
+            return con.sql(from_hourly.pseudo_events_sql(src, cut_hour=cut, shard=customers is not None)).pl()
         folder, months = _refresh_months(con, lk, cat, pf, frag, cut, files)
         src = f"read_parquet([{', '.join(sql_str(folder / f'month={m}.parquet') for m in months)}])"
-        return con.sql(bill_inputs.pseudo_from_buckets_sql(src)).pl()
+        return con.sql(from_hourly.pseudo_from_buckets_sql(src)).pl()
     finally:
         if con is not None:
             con.close()
@@ -98,7 +98,7 @@ def _refresh_months(con: duckdb.DuckDBPyConnection, lk: Lake, cat: Catalog, pf: 
                     cut: dt.datetime, files: HourlyFiles) -> tuple[Path, list[str]]:
     """Bring every month's cached buckets up to date (the caller holds the lock); returns the
     folder and the months with usage, in order."""
-    keys = bill_inputs.bucket_date_keys(files, pf, frag, cut, {n: m.type for n, m in cat.meters.items()})
+    keys = from_hourly.bucket_date_keys(files, pf, frag, cut, {n: m.type for n, m in cat.meters.items()})
     months: dict[str, dict[str, str]] = {}
     for d, k in keys.items():
         months.setdefault(d[:7], {})[d] = k
@@ -125,17 +125,17 @@ def _refresh_month(con: duckdb.DuckDBPyConnection, lk: Lake, path: Path, current
                    files: HourlyFiles, cut: dt.datetime) -> None:
     """One month's cached buckets: kept, merged with its new dates' buckets, or made again whole;
     written then renamed."""
-    add = bill_inputs.reusable_buckets(_cached_bucket_dates(path), current)
+    add = from_hourly.reusable_buckets(_cached_bucket_dates(path), current)
     if add == []:
         return
     if add is None:
-        q = bill_inputs.buckets_sql(_hours_sql(lk, files, sorted(current)), cut_hour=cut, shard=False)
+        q = from_hourly.buckets_sql(_hours_sql(lk, files, sorted(current)), cut_hour=cut, shard=False)
     else:
-        new = bill_inputs.buckets_sql(_hours_sql(lk, files, add), cut_hour=cut, shard=False)
-        q = bill_inputs.merge_buckets_sql(f"(SELECT * FROM read_parquet({sql_str(path)}) "
+        new = from_hourly.buckets_sql(_hours_sql(lk, files, add), cut_hour=cut, shard=False)
+        q = from_hourly.merge_buckets_sql(f"(SELECT * FROM read_parquet({sql_str(path)}) "
                                           f"UNION ALL BY NAME ({new}))")
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    q = f"SELECT * FROM ({q}) ORDER BY {', '.join(bill_inputs.BUCKET_KEYS)}"  # the same bytes every time
+    q = f"SELECT * FROM ({q}) ORDER BY {', '.join(from_hourly.BUCKET_KEYS)}"  # the same bytes every time
     con.execute(f"COPY ({q}) TO {sql_str(tmp)} (FORMAT parquet, "
                 f"KV_METADATA {{{sql_str(_BUCKET_DATES)}: {sql_str(json.dumps(current, sort_keys=True))}}})")
     os.replace(tmp, path)

@@ -59,7 +59,7 @@ def _z(t: dt.datetime) -> str:
 
 
 def open_lake(lake: str | None, must_exist: bool = True) -> Lake:
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     if must_exist and not lk.root.is_dir():
         raise UsageError(f"--lake: {lk.root} does not exist (run `meterbill demo` or create it with a catalog/ folder)")
     return lk

@@ -80,7 +80,7 @@ def prepare_demo_lake(lake: str | None, t: dt.datetime, days: int, events_per_da
                       say: Callable[[str], None], progress: Callable[[str], None]) -> Lake:
     """The sample catalogue (unless the lake has one) and `days` days of messy events ending at
     `t`, recorded as demo's own; refused for a lake holding what demo did not write."""
-    lk = Lake(lake)
+    lk = Lake.open(lake)
     check_demo_lake(lk)
     if not lk.catalog_dir.is_dir() or not any(lk.catalog_dir.iterdir()):
         shutil.copytree(SAMPLE_CATALOG, lk.catalog_dir, dirs_exist_ok=True)

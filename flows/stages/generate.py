@@ -166,7 +166,7 @@ def generate(cat: Catalog, raw_dir: Path, start: dt.date, days: int, events_per_
         if progress:
             progress(f"[{d + 1}/{days}] {path.name}: {df.height} events")
     if messy and sample:
-        from catalog.config import VALUELESS_TYPES
+        from catalog.meter_types import VALUELESS_TYPES
 
         valueless = frozenset(n for n, m in cat.meters.items() if m.type in VALUELESS_TYPES)
         result.files.append(_write_messy(pl.concat(sample), out_dir / f"messy-s{seed}.parquet", start, days,

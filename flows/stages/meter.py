@@ -10,7 +10,7 @@ ever adds files), there is nothing to rebuild and no event is read.
 
 Two engines, one table. The additive meter types (sum, count, min, max, and meters the catalogue
 does not know, aggregated as sum) are computed in DuckDB straight from the events Parquet, one
-`event_date` partition per query (`transforms.fast_hourly`: bounded memory, nothing in Python;
+`event_date` partition per query (`transforms.metering.hourly_sql`: bounded memory, nothing in Python;
 one query per core at a time, each single-threaded, so that a partition's bytes are reproducible);
 the other types (avg, latest, unique_count, the stateful ones) by `transforms.metering.hourly_usage`
 in Polars, on their own events only. Each rebuilt partition gets one file per engine
@@ -41,7 +41,8 @@ from catalog.config import STATEFUL_TYPES
 from catalog.lake import duck, sql_str
 from catalog.schemas import PARTITIONS, conform
 from flows.stages.common import register_customers, register_meter_types
-from transforms.fast_hourly import ADDITIVE_TYPES, additive_hourly_sql
+from catalog.meter_types import MERGEABLE_TYPES
+from transforms.metering.hourly_sql import mergeable_hourly_sql
 from transforms.metering import apply_cancellations, hourly_rebuild_dates, hourly_usage
 
 TABLE = "usage_hourly"
@@ -67,7 +68,7 @@ def _event_dates(events: pl.LazyFrame) -> list[dt.date]:
 def _polars_part(cat: Catalog, events: pl.LazyFrame, dates: list[dt.date] | None) -> pl.DataFrame | None:
     """hourly rows of the non-additive meters (Polars), for `dates` (None: all), from `events`
     (every event, or a shard's: every rule is per customer)."""
-    slow = {n: m for n, m in cat.meters.items() if m.type not in ADDITIVE_TYPES}
+    slow = {n: m for n, m in cat.meters.items() if m.type not in MERGEABLE_TYPES}
     if not slow:
         return None
     stateful = sorted(n for n, m in slow.items() if m.type in STATEFUL_TYPES)
@@ -220,7 +221,7 @@ def _stage_additive(lk: Lake, cat: Catalog, stage: Path, work: Path, todo: list[
                 register_meter_types(cur, cat)
                 if customers is not None:
                     register_customers(cur, customers)
-                n = int(cur.execute(f"COPY ({additive_hourly_sql(src)}) TO {sql_str(tmp)} "
+                n = int(cur.execute(f"COPY ({mergeable_hourly_sql(src)}) TO {sql_str(tmp)} "
                                     "(FORMAT parquet)").fetchall()[0][0])
             if n:
                 _place(stage, tmp, d, f"part-0{tag}.parquet")

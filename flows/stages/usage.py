@@ -24,11 +24,12 @@ from decimal import Decimal
 import polars as pl
 
 from catalog import Lake, load_catalog
-from catalog.config import DIM_KEY_RE, STATEFUL_TYPES
+from catalog.config import DIM_KEY_RE
+from catalog.meter_types import STATEFUL_TYPES
 from catalog.schemas import TS
 from flows.stages.common import UsageError, parse_instant
-from transforms.metering import apply_cancellations, calendar_windows, usage_query
-from transforms.metering.windows import WINDOWS, zone
+from transforms.metering import apply_cancellations, usage_query
+from transforms.shared.windows import WINDOWS, calendar_windows, zone
 
 FORMATS = ("table", "csv", "json")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

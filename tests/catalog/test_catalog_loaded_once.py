@@ -6,17 +6,17 @@ from tests.catalog.conftest import write
 
 
 def _counting(monkeypatch):
-    import catalog.config as config
+    import catalog.load as load_module
 
     calls = []
-    real = config._load
+    real = load_module._load
 
     def load(folder):
         calls.append(folder)
         return real(folder)
 
-    monkeypatch.setattr(config, "_load", load)
-    monkeypatch.setattr(config, "_LOADED", {})
+    monkeypatch.setattr(load_module, "_load", load)
+    monkeypatch.setattr(load_module, "_LOADED", {})
     return calls
 
 

@@ -86,9 +86,9 @@ def stored_keys(lk: Lake) -> pl.DataFrame:
     the stored columns (`dedupe.events_keys_sql`: what a later run deduplicates against)."""
     import duckdb
 
-    from catalog.config import VALUELESS_TYPES
+    from catalog.meter_types import VALUELESS_TYPES
     from transforms.ingest.dedupe import events_keys_sql
-    from transforms.ingest.normalize import prepare
+    from transforms.ingest.parse import prepare
 
     cat = load_catalog(lk.catalog_dir)
     con = duckdb.connect()

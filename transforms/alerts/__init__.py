@@ -9,12 +9,12 @@ Decisions where SPEC §6 is silent (peers' behaviour: Amberflo, Stripe, OpenMete
 * A customer missing from a computed complete window next to one of its own windows counts as 0
   there (§4: a window without events is 0), so a drop to nothing is a -100% change. A customer
   absent from `values` altogether is not evaluated.
-* The percentage change is the usage query's (`transforms.percent`): §4's formula as written,
+* The percentage change is the usage query's (`transforms.shared.percent`): §4's formula as written,
   also for a negative previous value (-10 -> -5 is -50); prev = 0 > cur gives -100 (the mirror
   of Amberflo's 100 for prev = 0 < cur).
 * previous_value of a threshold firing is the window before's value when known, else null.
 * all_customers: a '*' row given for a window is used as is; otherwise its customers' rows are
-  summed. Its calendar windows are UTC (transforms/alert_values.py): the sum over customers of
+  summed. Its calendar windows are UTC (transforms/alerts/values.py): the sum over customers of
   several zones has no one customer's local day. per_customer evaluates every customer_id given, '*' included (pre-aggregated series).
 * A window's `complete` flag is the caller's; rows starting after as_of are never evaluated.
 * `metric` in alerts_fired is the alert's metric kind (usage, spend, ...); the meter or product
@@ -33,21 +33,13 @@ from transforms.alerts.payload import (
     render_payload,
     validate_template,
 )
-from transforms.alerts.windows import (
-    AlertWindows,
-    alert_windows,
-    calendar_windows,
-    window_after,
-    window_containing,
-    window_start,
-)
+from transforms.alerts.windows import AlertWindows, alert_windows
 
 __all__ = [
     "PLACEHOLDERS",
     "AlertWindows",
     "TemplateError",
     "alert_windows",
-    "calendar_windows",
     "decide",
     "evaluate",
     "firing_record",
@@ -56,7 +48,4 @@ __all__ = [
     "record_json",
     "render_payload",
     "validate_template",
-    "window_after",
-    "window_containing",
-    "window_start",
 ]

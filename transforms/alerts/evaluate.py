@@ -12,7 +12,7 @@ Rules (exact Decimal arithmetic throughout, never binary floats):
 * the change conditions compare the last complete window with the complete window just before it
   (`window_end` of the earlier = `window_start` of the later): `change_above` cur − prev ≥ t,
   `change_below` prev − cur ≥ t, `percent_change_above` pct ≥ t, `percent_change_below`
-  pct ≤ −t, where pct is §4's percentage change (`transforms.percent.percent_change`, exact:
+  pct ≤ −t, where pct is §4's percentage change (`transforms.shared.percent.percent_change`, exact:
   (cur − prev) / prev × 100 as written, 100 when prev = 0 < cur, −100 when prev = 0 > cur,
   0 when both are 0), compared exactly with the threshold;
 * at most one firing per (alert_id, customer_id or '*', window_start): what `already_fired`
@@ -31,7 +31,7 @@ import polars as pl
 
 from catalog.config import Alert
 from catalog.schemas import DEC, SCHEMAS, TS, conform
-from transforms.percent import percent_change
+from transforms.shared.percent import percent_change
 
 ALL = "*"
 UTC = dt.timezone.utc
@@ -218,6 +218,59 @@ def _fill_gaps(series: dict[str, dict[dt.datetime, dict]], grid: dict[dt.datetim
                     changed = True
 
 
+def _series(v: pl.DataFrame) -> dict[str, dict[dt.datetime, dict]]:
+    """customer_id -> window_start -> row of the prepared values, gaps next to a customer's own
+    complete windows filled with 0 (`_fill_gaps`)."""
+    series: dict[str, dict[dt.datetime, dict]] = {}
+    for r in v.iter_rows(named=True):
+        r["value"] = _exact(r["value"])
+        series.setdefault(r["customer_id"], {})[r["window_start"]] = r
+    grid = {r["window_start"]: r["window_end"] for rows in series.values() for r in rows.values() if r["complete"]}
+    _fill_gaps(series, grid)
+    return series
+
+
+def _judged(alert: Alert, rows: dict[dt.datetime, dict], as_of: dt.datetime):
+    """(window_start, row, previous value) of one customer's windows whose condition holds: the last
+    complete window (earlier ones were judged by earlier runs), and for greater_than the window in
+    progress; the change conditions need the complete window just before."""
+    threshold = Decimal(alert.threshold)
+    change = alert.condition not in _OPS
+    by_end = {r["window_end"]: r for r in rows.values()}
+    last = max((s for s, r in rows.items() if r["complete"]), default=None)
+    for start in sorted(rows):
+        r = rows[start]
+        if r["complete"] and start != last:
+            continue
+        if not r["complete"] and (alert.condition != "greater_than" or start > as_of
+                                  or (last is not None and start < last)):
+            continue  # only greater_than looks at the window in progress; never at future windows
+        before = by_end.get(start)
+        if change and not (r["complete"] and before is not None and before["complete"]):
+            continue
+        prev = before["value"] if before is not None else None
+        if decide(alert.condition, threshold, r["value"], prev):
+            yield start, r, prev
+
+
+def _firing(alert: Alert, customer: str, start: dt.datetime, r: dict, prev, as_of: dt.datetime, tz: str) -> dict:
+    """One alerts_fired row."""
+    cur = r["value"]
+    return {
+        "alert_id": alert.alert_id,
+        "customer_id": customer,
+        "window_start": start,
+        "window_end": r["window_end"],
+        "metric": alert.metric,
+        "current_value": cur,
+        "previous_value": prev,
+        "threshold": Decimal(alert.threshold),
+        "condition": alert.condition,
+        "message": _message(alert, customer, start, tz, cur, prev),
+        "fired_at": as_of,
+    }
+
+
 def evaluate(
     alert: Alert,
     values: pl.DataFrame,
@@ -247,62 +300,22 @@ def evaluate(
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     as_of = as_of.astimezone(UTC)
-    threshold = Decimal(alert.threshold)
-    v = _prepare(alert, values)
-
-    series: dict[str, dict[dt.datetime, dict]] = {}
-    for r in v.iter_rows(named=True):
-        r["value"] = _exact(r["value"])
-        series.setdefault(r["customer_id"], {})[r["window_start"]] = r
-    grid = {r["window_start"]: r["window_end"] for rows in series.values() for r in rows.values() if r["complete"]}
-    _fill_gaps(series, grid)
-
+    series = _series(_prepare(alert, values))
     fired: set[tuple[str, dt.datetime]] = set()
     if already_fired is not None and already_fired.height:
         af = already_fired.filter(pl.col("alert_id") == alert.alert_id).select(
             "customer_id", pl.col("window_start").cast(TS)
         )
         fired = {(c, s) for c, s in af.iter_rows()}
-
     out: list[dict] = []
-    change = alert.condition not in _OPS
     for customer in sorted(series):
-        rows = series[customer]
-        by_end = {r["window_end"]: r for r in rows.values()}
         tz = (timezones or {}).get(customer, "UTC")
-        # the last complete window is judged; earlier ones were judged by earlier runs
-        last = max((s for s, r in rows.items() if r["complete"]), default=None)
-        for start in sorted(rows):
-            r = rows[start]
-            if r["complete"] and start != last:
-                continue
-            if not r["complete"] and (alert.condition != "greater_than" or start > as_of
-                                      or (last is not None and start < last)):
-                continue  # only greater_than looks at the window in progress; never at future windows
-            before = by_end.get(start)
-            if change and not (r["complete"] and before is not None and before["complete"]):
-                continue
-            cur = r["value"]
-            prev = before["value"] if before is not None else None
-            if not decide(alert.condition, threshold, cur, prev):
-                continue
+        for start, r, prev in _judged(alert, series[customer], as_of):
             key = (customer, start)
             if key in fired:
                 continue
             fired.add(key)
-            out.append({
-                "alert_id": alert.alert_id,
-                "customer_id": customer,
-                "window_start": start,
-                "window_end": r["window_end"],
-                "metric": alert.metric,
-                "current_value": cur,
-                "previous_value": prev,
-                "threshold": threshold,
-                "condition": alert.condition,
-                "message": _message(alert, customer, start, tz, cur, prev),
-                "fired_at": as_of,
-            })
+            out.append(_firing(alert, customer, start, r, prev, as_of, tz))
     if not out:
         return pl.DataFrame(schema=SCHEMAS["alerts_fired"])
     df = pl.DataFrame(out, schema=SCHEMAS["alerts_fired"])

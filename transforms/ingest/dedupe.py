@@ -1,6 +1,6 @@
 """Deduplicate (SPEC §2): the first accepted event of a dedup key wins, per UTC event date.
 
-The dedup key (`normalize.dedup_key_sql`) is `u:` + the JSON array
+The dedup key (`parse.dedup_key_sql`) is `u:` + the JSON array
 `[customer_id, meter_api_name, unique_id, is_cancel]` when the record has a unique_id, else `c:`
 + `[customer_id, meter_api_name, event time (epoch µs), meter_value (9 places; null for
 count/unique_count meters, whose value is ignored), sorted dimension pairs, is_cancel]`. It is
@@ -19,7 +19,7 @@ These functions build SQL over names the caller has set up in one DuckDB connect
 
 from __future__ import annotations
 
-from transforms.ingest.normalize import dedup_key_sql
+from transforms.ingest.parse import dedup_key_sql
 
 SEEN_COLUMNS = "event_date DATE, dedup_key VARCHAR"
 
@@ -34,8 +34,7 @@ _ORDER = "CAST(file_seq AS BIGINT) * 4294967296 + row_number"  # file order, the
 def taken_sql(cand: str, seen: str) -> str:
     """(event_date, dedup_key) of the candidates whose key is already in `seen`: a semi-join of
     `seen` against the candidates (its hash table holds the group's candidates, bounded by the
-    group size), never a hash table of all of `seen`, which grows with the run (at 100M events
-    a NOT EXISTS against every earlier group's keys ran out of memory at 2 GB)."""
+    group size), never a hash table of all of `seen`, which grows with the run."""
     return f"""
 SELECT DISTINCT s.event_date, s.dedup_key FROM {seen} s
 WHERE s.event_date IN (SELECT DISTINCT event_date FROM {cand})
@@ -70,7 +69,7 @@ def remember_sql(seen: str, keys: str) -> str:
 
 def events_keys_sql(events: str, carry: tuple[str, ...] = ()) -> str:
     """(event_date, dedup_key) of the rows of an events relation, computed from their columns
-    exactly as the ingest computed them (needs the `valueless_meters` table of `normalize.prepare`).
+    exactly as the ingest computed them (needs the `valueless_meters` table of `parse.prepare`).
 
     An event's `unique_id` is the trimmed non-empty id or null, its `dimensions` MAP has its
     keys sorted, its `meter_value` is DECIMAL(38, 9) and its `event_time` the parsed instant:

@@ -5,7 +5,7 @@
 Accepted rows become *candidates* (events columns plus the file order needed by dedupe);
 rejected rows become quarantine rows (fields as read, the record as JSON, reason, detail).
 
-A typed Parquet file (`normalize.typed_parquet`) goes through `stage_typed_parquet` instead:
+A typed Parquet file (`typed_parquet.typed_parquet`) goes through `stage_typed_parquet` instead:
 DuckDB reads the file itself; the checked columns stream to Pandera in chunks; the accepted
 records go from DuckDB straight to the candidate Parquet (never through Python).
 """
@@ -21,10 +21,10 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from catalog.lake import sql_str
 from catalog.schemas import DIMS, TS, conform
-from transforms.ingest.normalize import (
-    BatchView, TypedParquet, typed_check_frame, typed_check_sql, typed_display_sql, typed_events_sql,
+from transforms.ingest.parse import BatchView
+from transforms.ingest.typed_parquet import (
+    TypedParquet, typed_check_frame, typed_check_sql, typed_display_sql, typed_events_sql,
 )
 from transforms.ingest.readers import RawBatch
 from transforms.ingest.validate import Rules, Validated, validate
@@ -102,7 +102,7 @@ def stage_typed_parquet(con: duckdb.DuckDBPyConnection, plan: TypedParquet, path
        (`raw`, `dimensions`) from the file, for those records only, and are staged.
     2. events pass: DuckDB reads the file again and inserts the records not rejected into
        `cand` as candidates (dedup key, dimensions MAP, event date).
-    `con` must be `normalize.prepare`d.
+    `con` must be `parse.prepare`d.
     """
     st = Staged()
     rejected_rn: list[pl.Series] = []
@@ -147,10 +147,16 @@ def stage_typed_parquet(con: duckdb.DuckDBPyConnection, plan: TypedParquet, path
         flush()
     st.valid = st.rows - st.quarantined
     if st.valid:
-        rej = pl.concat(rejected_rn) if rejected_rn else pl.Series("row_number", [], pl.Int64)
-        con.register("__rejected", pa.table({"row_number": rej.cast(pl.Int64).to_arrow()}))
-        try:
-            con.execute(f"INSERT INTO {cand} {typed_events_sql(plan, path, '__rejected', file_seq, source_file, ingested_at)}")
-        finally:
-            con.unregister("__rejected")
+        _insert_accepted(con, plan, path, rejected_rn, cand, file_seq, source_file, ingested_at)
     return st
+
+
+def _insert_accepted(con: duckdb.DuckDBPyConnection, plan: TypedParquet, path: Path, rejected_rn: list[pl.Series],
+                     cand: str, file_seq: int, source_file: str, ingested_at: dt.datetime) -> None:
+    """The events pass of `stage_typed_parquet`: the records not rejected, into `cand`."""
+    rej = pl.concat(rejected_rn) if rejected_rn else pl.Series("row_number", [], pl.Int64)
+    con.register("__rejected", pa.table({"row_number": rej.cast(pl.Int64).to_arrow()}))
+    try:
+        con.execute(f"INSERT INTO {cand} {typed_events_sql(plan, path, '__rejected', file_seq, source_file, ingested_at)}")
+    finally:
+        con.unregister("__rejected")

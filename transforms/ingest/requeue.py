@@ -44,7 +44,7 @@ def _ts(v) -> str:
 
 
 def quarantined_time_sql() -> str:
-    """A quarantined record's event time from its stored text, as `normalize.PARSE_SQL` reads it:
+    """A quarantined record's event time from its stored text, as `parse.PARSE_SQL` reads it:
     meter_time_in_millis (epoch ms) when given, else event_time (ISO-8601); NULL when it cannot
     be read (needs `SET TimeZone = 'UTC'`)."""
     ms, et = "trim(meter_time_in_millis)", "trim(event_time)"

@@ -4,27 +4,23 @@ Pure functions (no paths, no Prefect, no clock, no network): `as_of` is always a
 
 - apply_cancellations(events)                      SPEC §2 cancellation
 - meter_values(events, meter, windows, ...)        SPEC §4, all eleven meter types, exact
-- calendar_windows / window_containing             hour|day|week|month in an IANA zone
 - hourly_usage(events, meters, hours=None)         the usage_hourly table
 - hourly_rebuild_dates(new_events, events, meters) the UTC dates an incremental rebuild needs
 - usage_query(events, meter, window=..., ...)      SPEC §4 usage query
+
+Calendar windows and the percentage change are shared with the alerts: `transforms.shared`.
 """
 
 from transforms.metering.cancel import apply_cancellations
 from transforms.metering.hourly import hourly_rebuild_dates, hourly_usage
 from transforms.metering.query import usage_query
-from transforms.percent import percent_change
 from transforms.metering.values import meter_rows, meter_values
-from transforms.metering.windows import calendar_windows, window_containing
 
 __all__ = [
     "apply_cancellations",
-    "calendar_windows",
     "hourly_rebuild_dates",
     "hourly_usage",
     "meter_rows",
     "meter_values",
-    "percent_change",
     "usage_query",
-    "window_containing",
 ]

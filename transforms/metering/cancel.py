@@ -6,6 +6,8 @@ itself never counts, and neither does any event with the same four values.
 
 Events without a unique_id cannot be cancelled (a cancel record names its target by unique_id;
 null never matches null).
+
+The rule in Polars (`apply_cancellations`) and in DuckDB SQL (`cancels_sql`, `not_cancelled_sql`).
 """
 
 from __future__ import annotations
@@ -40,3 +42,19 @@ def counting(events: pl.DataFrame) -> pl.DataFrame:
     """Guard used by the meter functions: apply cancellations when the frame still has cancel
     records (idempotent, and a no-op on frames without them)."""
     return apply_cancellations(events)
+
+
+def cancels_sql(events: str) -> str:
+    """The cancel records of `events` as (customer_id, meter_api_name, unique_id, event_time).
+
+    Read from the source relation, not from a CTE that is read again later: DuckDB materialises a
+    CTE read twice (every event)."""
+    return f"SELECT DISTINCT customer_id, meter_api_name, unique_id, event_time FROM {events} WHERE is_cancel"
+
+
+def not_cancelled_sql(row: str, cancels: str = "cancels") -> str:
+    """The condition that the event `row` is not cancelled by a record of `cancels` (SPEC §2: same
+    customer_id, meter_api_name, unique_id and event_time; a null unique_id matches nothing)."""
+    return (f"NOT EXISTS (SELECT 1 FROM {cancels} c WHERE c.customer_id = {row}.customer_id "
+            f"AND c.meter_api_name = {row}.meter_api_name AND c.unique_id = {row}.unique_id "
+            f"AND c.event_time = {row}.event_time)")

@@ -3,8 +3,9 @@
 `value` is the meter's own value over exactly that hour and combination (the meter_values
 definition applied to the combination's events; for stateful meters, with the combination's whole
 history before the hour). The partial aggregates next to it (event_count, value_sum, value_min,
-value_max) are plain aggregates of meter_value over the hour's events, for the additive re-use of
-sum/count meters; non-additive meters must be recomputed from events for other windows.
+value_max) are plain aggregates of meter_value over the hour's events, from which the value of a
+mergeable meter (sum, count, min, max: `catalog.meter_types`) over any whole hours follows; the
+other meters must be recomputed from events for other windows.
 
 Events of meters not in the catalogue are aggregated as `sum`.
 
@@ -24,7 +25,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from catalog.config import STATEFUL_TYPES, Meter
+from catalog.config import Meter
+from catalog.meter_types import STATEFUL_TYPES, UNKNOWN_METER_TYPE, VALUELESS_TYPES
 from catalog.schemas import DEC, DIMS, SCHEMAS, TS, dims_key_expr
 from transforms.metering.cancel import counting
 from transforms.metering.common import sort_rows
@@ -33,7 +35,6 @@ from transforms.metering.simple import latest_expr
 from transforms.metering.stateful import stateful_values
 
 HOURLY_SCHEMA = SCHEMAS["usage_hourly"]
-_VALUELESS = ("count", "unique_count")
 
 
 def _canonical_dims() -> pl.Expr:
@@ -58,8 +59,8 @@ def _base(events: pl.DataFrame | pl.LazyFrame, meters: Mapping[str, Meter]) -> p
         dims.alias("dimensions"),
     )
     lf = (lf.join(types.lazy(), on="meter_api_name", how="left")
-          .with_columns(pl.col("__type").fill_null("sum"))
-          .filter(pl.col("__type").is_in(list(_VALUELESS)) | pl.col("value").is_not_null())
+          .with_columns(pl.col("__type").fill_null(UNKNOWN_METER_TYPE))
+          .filter(pl.col("__type").is_in(sorted(VALUELESS_TYPES)) | pl.col("value").is_not_null())
           .with_columns(dims_key_expr().alias("dims_key"),
                         pl.col("event_time").dt.truncate("1h").alias("hour"))
           .with_columns(pl.col("hour").dt.date().alias("hour_date")))
@@ -126,6 +127,15 @@ def hourly_usage(events: pl.DataFrame, meters: Mapping[str, Meter], hours: pl.Da
                pl.col("__uc_ok").first().cast(pl.Int64).cast(DEC).alias("__uc"),
            )
            .collect())
+    agg = _with_stateful_values(agg.with_columns(_event_set_value().alias("value")), base, meters, as_of)
+    agg = (sort_rows(agg, ["customer_id", "meter_api_name", "dims_key", "hour"])
+           .join(combos.select("dims_key", "__di"), on="dims_key", how="left", maintain_order="left"))
+    agg = agg.with_columns(combos["dimensions"].rechunk().gather(agg["__di"]).alias("dimensions"))
+    return agg.select([pl.col(c).cast(dtype) for c, dtype in HOURLY_SCHEMA.items()])
+
+
+def _event_set_value() -> pl.Expr:
+    """An hour's value of an event-set meter from the hour's aggregates (stateful ones: null)."""
     ty = pl.col("__type")
     value = (pl.when(ty == "sum").then(pl.col("value_sum").fill_null(pl.lit(0, dtype=DEC)))
              .when(ty == "count").then(pl.col("event_count").cast(DEC))
@@ -135,25 +145,26 @@ def hourly_usage(events: pl.DataFrame, meters: Mapping[str, Meter], hours: pl.Da
              .when(ty == "latest").then(pl.col("__latest"))
              .when(ty == "unique_count").then(pl.col("__uc").fill_null(pl.lit(0, dtype=DEC)))
              .otherwise(pl.lit(None, dtype=DEC)))
-    agg = agg.with_columns(value.cast(DEC).alias("value"))
+    return value.cast(DEC)
 
+
+def _with_stateful_values(agg: pl.DataFrame, base: pl.LazyFrame, meters: Mapping[str, Meter], as_of) -> pl.DataFrame:
+    """The hours of stateful meters get the meter's value with the combination's history (0 when
+    nothing is carried)."""
     stateful = [m for m in meters.values() if m.type in STATEFUL_TYPES]
-    if stateful and agg.height:
-        parts = [_stateful_hourly(base, agg, m, as_of) for m in stateful]
-        parts = [p for p in parts if p is not None and p.height]
-        if parts:
-            sv = pl.concat(parts)
-            agg = (agg.join(sv, on=["customer_id", "meter_api_name", "dims_key", "hour"], how="left")
-                   .with_columns(pl.when(pl.col("__type").is_in(list(STATEFUL_TYPES)))
-                                 .then(pl.col("__sv").fill_null(pl.lit(0, dtype=DEC)))
-                                 .otherwise(pl.col("value")).alias("value")))
-        agg = agg.with_columns(pl.when(pl.col("__type").is_in(list(STATEFUL_TYPES)))
-                               .then(pl.col("value").fill_null(pl.lit(0, dtype=DEC)))
-                               .otherwise(pl.col("value")).alias("value"))
-    agg = (sort_rows(agg, ["customer_id", "meter_api_name", "dims_key", "hour"])
-           .join(combos.select("dims_key", "__di"), on="dims_key", how="left", maintain_order="left"))
-    agg = agg.with_columns(combos["dimensions"].rechunk().gather(agg["__di"]).alias("dimensions"))
-    return agg.select([pl.col(c).cast(dtype) for c, dtype in HOURLY_SCHEMA.items()])
+    if not (stateful and agg.height):
+        return agg
+    parts = [_stateful_hourly(base, agg, m, as_of) for m in stateful]
+    parts = [p for p in parts if p is not None and p.height]
+    if parts:
+        sv = pl.concat(parts)
+        agg = (agg.join(sv, on=["customer_id", "meter_api_name", "dims_key", "hour"], how="left")
+               .with_columns(pl.when(pl.col("__type").is_in(list(STATEFUL_TYPES)))
+                             .then(pl.col("__sv").fill_null(pl.lit(0, dtype=DEC)))
+                             .otherwise(pl.col("value")).alias("value")))
+    return agg.with_columns(pl.when(pl.col("__type").is_in(list(STATEFUL_TYPES)))
+                            .then(pl.col("value").fill_null(pl.lit(0, dtype=DEC)))
+                            .otherwise(pl.col("value")).alias("value"))
 
 
 def _stateful_hourly(base: pl.LazyFrame, agg: pl.DataFrame, meter: Meter, as_of) -> pl.DataFrame | None:

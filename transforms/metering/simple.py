@@ -20,9 +20,6 @@ import polars as pl
 
 from catalog.schemas import DEC
 
-SIMPLE_TYPES = frozenset({"sum", "count", "max", "min", "avg", "latest", "unique_count"})
-VALUE_TYPES = frozenset({"sum", "max", "min", "avg", "latest"})
-
 
 def latest_expr() -> pl.Expr:
     return pl.col("value").sort_by(["event_time", "unique_id", "value"], nulls_last=False).last()

@@ -45,8 +45,6 @@ from catalog.config import Meter
 from catalog.schemas import DEC, TS
 from transforms.metering.common import EXACT, US_PER_UNIT, ZERO, dec_series, div9, sort_rows, ts_from_us
 
-STATEFUL = frozenset({"running_total", "high_watermark", "event_duration", "weighted_sum"})
-
 Windows = list[tuple[int, int]]  # (start_us, end_us), sorted
 
 
@@ -236,7 +234,16 @@ def stateful_values(
                    nulls_last=False)
     if ev.height == 0:
         return pl.DataFrame(schema=out_schema)
+    rows = _series_rows(ev, meter, _window_lists(windows, wkey), group_cols, resource_cols, window_keys, as_of)
+    cols = [pl.Series("customer_id", rows[0], dtype=pl.String), ts_from_us("window_start", rows[1]),
+            ts_from_us("window_end", rows[2])]
+    cols += [pl.Series(c, rows[3][gi], dtype=pl.String) for gi, c in enumerate(group_cols)]
+    cols.append(dec_series("value", rows[4]))
+    return pl.DataFrame(cols)
 
+
+def _window_lists(windows: pl.DataFrame, wkey: list[str]) -> dict[tuple, Windows]:
+    """(customer_id, *window keys) -> that series' windows as sorted (start_us, end_us)."""
     wk = sort_rows(windows.select(*wkey, pl.col("window_start").dt.epoch("us").alias("s"),
                                   pl.col("window_end").dt.epoch("us").alias("e")), [*wkey, "s", "e"])
     wdict: dict[tuple, Windows] = {}
@@ -246,34 +253,38 @@ def stateful_values(
         if lst is None:
             wdict[key] = lst = []
         lst.append((s_, e_))
+    return wdict
 
-    def starts_of(keys: list[str]) -> list[int]:
-        """Row numbers where a new run of equal `keys` begins (null equals null), plus the end."""
-        changed = pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in keys])
-        idx = ev.select(changed.fill_null(True).arg_true().alias("i"))["i"]
-        return [*idx.to_list(), ev.height]
 
-    series_starts = starts_of(["customer_id", *group_cols])
-    res_starts = starts_of(["customer_id", *group_cols, *resource_cols]) if resource_cols else []
+def _run_starts(ev: pl.DataFrame, keys: list[str]) -> list[int]:
+    """Row numbers where a new run of equal `keys` begins (null equals null), plus the end."""
+    changed = pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in keys])
+    idx = ev.select(changed.fill_null(True).arg_true().alias("i"))["i"]
+    return [*idx.to_list(), ev.height]
+
+
+def _series_rows(ev: pl.DataFrame, meter: Meter, wdict: dict[tuple, Windows], group_cols: list[str],
+                 resource_cols: list[str], window_keys: list[str], as_of: datetime | None):
+    """The output columns (customers, starts, ends, group values per group column, values) of every
+    series of the sorted events `ev`, each series evaluated over its windows."""
+    series_starts = _run_starts(ev, ["customer_id", *group_cols])
+    res_starts = _run_starts(ev, ["customer_id", *group_cols, *resource_cols]) if resource_cols else []
     cust = ev["customer_id"].to_list()
     groups = [ev[c].to_list() for c in group_cols]
     res = [ev[c].to_list() for c in resource_cols]
     ts = ev["event_time"].dt.epoch("us").to_list()
     vs = ev["value"].to_list()
     gpos = [group_cols.index(k) for k in window_keys]
-
     t_ = meter.type
     timeout_us = meter.timeout_minutes * 60_000_000 if meter.timeout_minutes else None
     as_of_us = _us(as_of)
     unit_us = US_PER_UNIT[meter.duration_unit]
-
     o_c: list[str] = []
     o_s: list[int] = []
     o_e: list[int] = []
     o_g: list[list] = [[] for _ in group_cols]
     o_v: list[Decimal] = []
     ri = 0  # cursor in res_starts
-
     with decimal.localcontext(EXACT):
         for i, j in zip(series_starts, series_starts[1:]):
             key = (cust[i], *(g[i] for g in groups))
@@ -292,14 +303,8 @@ def stateful_values(
                 rows = event_duration(intervals, times, wins, as_of_us, unit_us)
             elif not wins:
                 continue
-            elif t_ == "running_total":
-                rows = running_total(ts[i:j], vs[i:j], wins, meter.reducer)
-            elif t_ == "high_watermark":
-                rows = high_watermark(ts[i:j], vs[i:j], wins, timeout_us)
-            elif t_ == "weighted_sum":
-                rows = weighted_sum(ts[i:j], vs[i:j], wins)
             else:
-                raise ValueError(f"not a stateful meter type: {t_!r}")
+                rows = _level_rows(t_, ts[i:j], vs[i:j], wins, meter.reducer, timeout_us)
             for s_, e_, v in rows:
                 o_c.append(key[0])
                 o_s.append(s_)
@@ -307,9 +312,15 @@ def stateful_values(
                 for gi in range(len(group_cols)):
                     o_g[gi].append(key[1 + gi])
                 o_v.append(v)
+    return o_c, o_s, o_e, o_g, o_v
 
-    cols = [pl.Series("customer_id", o_c, dtype=pl.String), ts_from_us("window_start", o_s),
-            ts_from_us("window_end", o_e)]
-    cols += [pl.Series(c, o_g[gi], dtype=pl.String) for gi, c in enumerate(group_cols)]
-    cols.append(dec_series("value", o_v))
-    return pl.DataFrame(cols)
+
+def _level_rows(t_: str, ts, vs, wins: Windows, reducer: str, timeout_us: int | None):
+    """The rows of one series of a level meter (running_total, high_watermark, weighted_sum)."""
+    if t_ == "running_total":
+        return running_total(ts, vs, wins, reducer)
+    if t_ == "high_watermark":
+        return high_watermark(ts, vs, wins, timeout_us)
+    if t_ == "weighted_sum":
+        return weighted_sum(ts, vs, wins)
+    raise ValueError(f"not a stateful meter type: {t_!r}")

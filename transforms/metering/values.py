@@ -8,12 +8,13 @@ from datetime import datetime
 import polars as pl
 
 from catalog.config import Meter
+from catalog.meter_types import EVENT_SET_TYPES, STATEFUL_TYPES, VALUELESS_TYPES
 from catalog.schemas import DEC, TS
 from transforms.metering.cancel import counting
 from transforms.metering.common import RESERVED_COLUMNS, sort_rows
 from transforms.metering.frames import assign_windows, normalize_windows, prepare_events
-from transforms.metering.simple import SIMPLE_TYPES, VALUE_TYPES, simple_values
-from transforms.metering.stateful import STATEFUL, stateful_values
+from transforms.metering.simple import simple_values
+from transforms.metering.stateful import stateful_values
 
 
 def check_group_by(group_by: Sequence[str], reserved=RESERVED_COLUMNS) -> list[str]:
@@ -79,12 +80,12 @@ def meter_rows(
         extra = {f"__r{i}": k for i, k in enumerate(meter.resource_dimensions)}
     ev = prepare_events(
         counting(events), meter.meter_api_name, filter=filter, dims={**gcols, **extra},
-        drop_null_values=t in VALUE_TYPES or t in STATEFUL,
+        drop_null_values=t not in VALUELESS_TYPES,
     )
-    if t in STATEFUL:
+    if t in STATEFUL_TYPES:
         res = stateful_values(ev.collect(), meter, w, list(gcols),
                               resource_cols=[c for c in extra if c.startswith("__r")], as_of=as_of)
-    elif t in SIMPLE_TYPES:
+    elif t in EVENT_SET_TYPES:
         res = simple_values(assign_windows(ev, w), t, list(gcols), [c for c in extra if c.startswith("__u")])
     else:
         raise ValueError(f"unknown meter type {t!r}")

@@ -15,7 +15,7 @@ from catalog.lake import sql_str
 from flows.stages.common import UsageError
 from flows.stages.ingest.files import CAND, CHANGED_DETAIL, SEEN, RawFile, sql_paths
 from transforms.ingest.dedupe import events_keys_sql, events_sql, firsts_sql, remember_sql, taken_sql, winners_sql
-from transforms.ingest.normalize import parse_batch
+from transforms.ingest.parse import parse_batch
 from transforms.ingest.pipeline import SCRATCH_PARQUET, quarantine_rows
 from transforms.ingest.readers import read_rows
 

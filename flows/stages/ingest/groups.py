@@ -13,7 +13,8 @@ import polars as pl
 
 from flows.stages.ingest.files import CAND, NOT_THE_FILE, READ_ERRORS, RawFile, one_line
 from transforms.ingest.formats import SUPPORTED
-from transforms.ingest.normalize import normalize_sql, typed_parquet
+from transforms.ingest.normalize import normalize_sql
+from transforms.ingest.typed_parquet import typed_parquet
 from transforms.ingest.pipeline import (
     CANDIDATE_DDL, SCRATCH_PARQUET, candidates, ingest_batch, quarantine_rows, stage_typed_parquet, unreadable_row,
 )

@@ -19,7 +19,7 @@ from flows.stages.ingest.groups import Groups
 from flows.stages.ingest.plan import Plan
 from flows.stages.ingest.revalidate import Revalidate
 from transforms.ingest.dedupe import create_seen_sql
-from transforms.ingest.normalize import prepare
+from transforms.ingest.parse import prepare
 from transforms.ingest.readers import DEFAULT_BATCH_ROWS
 from transforms.ingest.report import FileResult, IngestReport
 from transforms.ingest.validate import Rules

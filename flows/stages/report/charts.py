@@ -6,6 +6,7 @@ import datetime as dt
 
 from markupsafe import Markup, escape
 
+from catalog.meter_types import METER_TYPES
 from flows.stages.report.data import ReportData
 from flows.stages.report.format import quantity
 
@@ -67,18 +68,12 @@ def bar_list(rows: list[tuple[str, float, str]], width: int = 800) -> str:
     return "".join(out)
 
 
-# how a meter's value over the whole period reads (SPEC §4 meter types)
-_WHAT = {"sum": "total", "count": "total", "event_duration": "total", "unique_count": "distinct",
-         "max": "peak", "high_watermark": "peak", "min": "lowest", "avg": "average", "weighted_sum": "average",
-         "latest": "latest", "running_total": "level"}
-
-
 def invoice_charts(data: ReportData, r: dict) -> list[dict]:
     """One chart per meter with usage: daily values over the period (up to as_of), in the customer's zone."""
     charts = []
     for name, daily, total in data.charts_of(r["invoice_id"]):
         meter = data.cat.meters[name]
-        what = _WHAT.get(meter.type, "total")
+        what = METER_TYPES[meter.type].reads_as
         charts.append({
             "title": meter.label or name,
             "total": f"{what} {quantity(total)} {meter.unit or ''}".rstrip() + " in this period"

@@ -14,7 +14,7 @@ from catalog.schemas import TS
 from flows.stages.common import UsageError
 from flows.stages.report.format import dims_of
 from transforms.metering import apply_cancellations, usage_query
-from transforms.metering.windows import to_instant, zone
+from transforms.shared.windows import to_instant, zone
 
 _KIND_ORDER = {"usage": 0, "minimum": 1, "fee": 2, "adjustment": 3, "discount": 4, "credit": 5}
 

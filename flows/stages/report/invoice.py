@@ -11,7 +11,7 @@ from flows.stages.report.charts import invoice_charts
 from flows.stages.report.data import ReportData
 from flows.stages.report.format import day_text, dims_of, period_text, invoice_filename, money, quantity, taken_off
 from flows.stages.report.templates import CSS, INVOICE, template
-from transforms.metering.windows import zone
+from transforms.shared.windows import zone
 from transforms.pricing.periods import local_days
 from transforms.pricing.rate import resolve_price
 

@@ -9,7 +9,7 @@ import polars as pl
 
 from catalog import Lake, load_catalog
 from flows.stages.alerts import run_alerts
-from tests.metering.support import event, events_frame
+from tests.transforms.metering.support import event, events_frame
 
 UTC = dt.timezone.utc
 

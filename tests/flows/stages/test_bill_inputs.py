@@ -1,4 +1,4 @@
-"""Billing from usage_hourly (transforms/bill_inputs.py) equals billing from every event.
+"""Billing from usage_hourly (transforms/billing/from_hourly.py) equals billing from every event.
 
 A real lake (the sample catalogue plus count, max and min meters with dimension filters, customers
 in half-hour time zones, a subscription starting at 10:30, a default plan, cancellations, an

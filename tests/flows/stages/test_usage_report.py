@@ -12,7 +12,7 @@ import pytest
 from catalog import Lake
 from flows.stages.common import UsageError
 from flows.stages.usage import usage_report
-from tests.metering.support import event, events_frame
+from tests.transforms.metering.support import event, events_frame
 
 CATALOG = {
     "meters.yaml": """
