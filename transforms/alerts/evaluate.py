@@ -41,17 +41,11 @@ _OPS = {
     "greater_than": ">",
     "less_than": "<",
 }
+CONDITIONS = ("greater_than", "less_than", "change_above", "change_below", "percent_change_above",
+              "percent_change_below")
 
 
 # ---------------------------------------------------------------- numbers
-
-
-def _exact(v) -> Optional[Decimal]:
-    if v is None:
-        return None
-    if isinstance(v, float):  # never expected; read through the shortest repr, not the binary value
-        return Decimal(repr(v))
-    return Decimal(v)
 
 
 def _pct_text(prev: Decimal, cur: Decimal) -> str:
@@ -60,28 +54,85 @@ def _pct_text(prev: Decimal, cur: Decimal) -> str:
     return fmt_decimal(Decimal(f"{hundredths}E-2"))
 
 
+# ---------------------------------------------------------------- conditions
+
+
+def _first_of(cases, default):
+    """The value of the first case whose test holds (plain values)."""
+    for test, value in cases:
+        if test:
+            return value
+    return default
+
+
+def _first_of_expr(cases, default) -> pl.Expr:
+    """The value of the first case whose test holds (Polars expressions, row by row)."""
+    (test, value), *rest = cases
+    e = pl.when(test).then(value)
+    for test, value in rest:
+        e = e.when(test).then(value)
+    return e.otherwise(default)
+
+
+def _holds(condition: str, t, cur, prev, unit, first_of):
+    """§6's conditions, stated once for exact numbers (`decide`) and for Int128 columns (`evaluate`).
+
+    `t`, `cur` and `prev` count the same unit 1/`unit` (Fractions with unit 1, or DECIMAL(38, 9)'s
+    integers with unit 10^9); `first_of` picks the first case that holds. The percentage change
+    pct = (cur − prev) / prev × 100 (§4 as written, a negative prev too; 100 when prev = 0 < cur,
+    −100 when prev = 0 > cur, 0 when both are 0, as `transforms.shared.percent.percent_change`) is
+    compared without dividing: for prev > 0, pct ≥ t is (cur − prev) × 100 ≥ t × prev, and the
+    inequality turns for prev < 0.
+    """
+    if condition == "greater_than":
+        return cur > t
+    if condition == "less_than":
+        return cur < t
+    if condition == "change_above":
+        return cur - prev >= t
+    if condition == "change_below":
+        return prev - cur >= t
+    rise = (cur - prev) * (100 * unit)
+    if condition == "percent_change_above":  # pct >= t
+        return first_of([(prev > 0, rise >= t * prev), (prev < 0, rise <= t * prev),
+                         (cur > 0, 100 * unit >= t), (cur < 0, -100 * unit >= t)], 0 >= t)
+    if condition == "percent_change_below":  # pct <= -t
+        return first_of([(prev > 0, rise <= -t * prev), (prev < 0, rise >= -t * prev),
+                         (cur > 0, 100 * unit <= -t), (cur < 0, -100 * unit <= -t)], 0 <= -t)
+    raise ValueError(f"unknown condition {condition!r}")
+
+
 def decide(condition: str, threshold: Decimal, cur: Decimal, prev: Optional[Decimal]) -> bool:
     """Whether `condition` holds for the current value `cur` (and the previous window's `prev`).
 
     Change conditions need `prev`; without it (no earlier window known) they do not fire.
     """
-    with localcontext() as ctx:
-        ctx.prec = 200
-        if condition == "greater_than":
-            return cur > threshold
-        if condition == "less_than":
-            return cur < threshold
-        if prev is None:
+    if condition not in _OPS and prev is None:
+        if condition in CONDITIONS:
             return False
-        if condition == "change_above":
-            return cur - prev >= threshold
-        if condition == "change_below":
-            return prev - cur >= threshold
-        if condition == "percent_change_above":
-            return percent_change(prev, cur) >= Fraction(threshold)
-        if condition == "percent_change_below":
-            return percent_change(prev, cur) <= -Fraction(threshold)
-    raise ValueError(f"unknown condition {condition!r}")
+        raise ValueError(f"unknown condition {condition!r}")
+    f = Fraction
+    return bool(_holds(condition, f(threshold), f(cur), None if prev is None else f(prev),
+                       1, _first_of))
+
+
+_UNIT = 10 ** DEC.scale  # DECIMAL(38, 9) as integers: value × 10^9
+_I128 = pl.Int128
+
+
+def _decisions(alert: Alert, cur: pl.Expr, prev: pl.Expr) -> tuple[Optional[pl.Expr], Optional[pl.Expr]]:
+    """(condition, in_range) as expressions over DECIMAL(38, 9) columns: `_holds` on their Int128
+    integers, exact where `in_range` holds (no product can overflow 128 bits there); rows out of
+    range are for `decide`. (None, None) when the threshold is no integer of 10^-9."""
+    t = Fraction(Decimal(alert.threshold)) * _UNIT
+    if t.denominator != 1 or abs(t) > 2 ** 125:
+        return None, None
+    t = int(t)
+    bound = pl.lit(2 ** 125 // max(100 * _UNIT, abs(t)), dtype=_I128)
+    c, p = cur.to_physical(), prev.to_physical()
+    in_range = (c.abs() <= bound) & (p.is_null() | (p.abs() <= bound))
+    holds = _holds(alert.condition, pl.lit(t, dtype=_I128), c, p, _UNIT, _first_of_expr)
+    return holds, in_range
 
 
 def fmt_decimal(d: Optional[Decimal]) -> str:
@@ -131,18 +182,28 @@ def _when(alert: Alert, start: dt.datetime, tz: str) -> str:
 
 def _message(alert: Alert, customer: str, start: dt.datetime, tz: str, cur: Decimal,
              prev: Optional[Decimal]) -> str:
+    return _messages(alert, [customer], [start], [tz], [cur], [prev])[0]
+
+
+def _messages(alert: Alert, customers: list[str], starts: list[dt.datetime], zones: list[str],
+              curs: list[Decimal], prevs: list[Optional[Decimal]]) -> list[str]:
+    """The message of each firing (one per position of the lists)."""
+    what = _metric_label(alert)
+    t = fmt_decimal(alert.threshold)
+    whens: dict[tuple[dt.datetime, str], str] = {}
+    out = []
     with localcontext() as ctx:
         ctx.prec = 100  # differences and percentages of DECIMAL(38, 9) values, unrounded
-        return _message_text(alert, customer, start, tz, cur, prev)
+        for customer, start, tz, cur, prev in zip(customers, starts, zones, curs, prevs):
+            when = whens.get((start, tz))
+            if when is None:
+                when = whens[(start, tz)] = _when(alert, start, tz)
+            who = "all customers" if customer == ALL else customer
+            out.append(_message_text(alert.condition, who, what, when, t, cur, prev))
+    return out
 
 
-def _message_text(alert: Alert, customer: str, start: dt.datetime, tz: str, cur: Decimal,
-                  prev: Optional[Decimal]) -> str:
-    who = "all customers" if customer == ALL else customer
-    what = _metric_label(alert)
-    when = _when(alert, start, tz)
-    t = fmt_decimal(alert.threshold)
-    c = alert.condition
+def _message_text(c: str, who: str, what: str, when: str, t: str, cur: Decimal, prev: Optional[Decimal]) -> str:
     if c in _OPS:
         return f"{who}: {what} {fmt_decimal(cur)} {_OPS[c]} {t} in {when}"
     change = f"{fmt_decimal(prev)} -> {fmt_decimal(cur)}"
@@ -192,83 +253,78 @@ def _prepare(alert: Alert, values: pl.DataFrame) -> pl.DataFrame:
     return v.sort("customer_id", "window_start")
 
 
-def _fill_gaps(series: dict[str, dict[dt.datetime, dict]], grid: dict[dt.datetime, dt.datetime]) -> None:
-    """A customer's complete window that the caller computed for others but not for this customer is 0.
+_KEY = ["customer_id", "window_start"]
+
+
+def _gaps_filled(v: pl.DataFrame) -> pl.DataFrame:
+    """The prepared values with the windows of 0 that a customer lacks next to its own (`rank`: the
+    order rows came in, given rows first in (customer_id, window_start) order).
 
     Callers aggregate usage per customer and window, so a window without events often has no row
     at all; §4 says its value is 0. A window is filled for a customer only when it touches one of
-    the customer's own windows (ends where one starts, or starts where one ends) and was computed
-    for someone (it is in `grid`, the complete windows of the frame), so windows of another time
-    zone or of a range the caller did not compute are never invented.
-    """
-    ends = {e: s for s, e in grid.items()}
-    for rows in series.values():
-        changed = True
-        while changed:
-            changed = False
-            for start in list(rows):
-                r = rows[start]
-                nxt = r["window_end"]
-                if nxt in grid and nxt not in rows and r["complete"]:
-                    rows[nxt] = {"window_start": nxt, "window_end": grid[nxt], "value": Decimal(0), "complete": True}
-                    changed = True
-                if start in ends and ends[start] not in rows:
-                    s = ends[start]
-                    rows[s] = {"window_start": s, "window_end": start, "value": Decimal(0), "complete": True}
-                    changed = True
+    the customer's windows (starts where a complete one ends, or ends where one starts) and was
+    computed for someone (it is one of the frame's complete windows), so windows of another time
+    zone or of a range the caller did not compute are never invented; a filled window is complete
+    and is touched in turn. Where complete windows of several customers share a start, the end of
+    the last (in customer order) is taken; where they share an end, the start seen first last."""
+    rows = v.with_columns(pl.col("complete").fill_null(False)).with_row_index("rank").with_columns(
+        pl.col("rank").cast(pl.Int64))
+    grid = (rows.filter("complete").group_by("window_start")
+            .agg(pl.col("window_end").sort_by("rank").last(), pl.col("rank").min().alias("first")))
+    ends = (grid.filter(pl.col("window_end").is_not_null()).group_by("window_end")
+            .agg(pl.col("window_start").sort_by("first").last()))
+    new, top = rows, rows.height
+    while new.height:
+        after = (new.filter("complete").select("customer_id", pl.col("window_end").alias("window_start"),
+                                                "rank", pl.lit(0).alias("side"))
+                 .join(grid.select("window_start", "window_end"), on="window_start"))
+        before = (new.select("customer_id", pl.col("window_start").alias("window_end"), "rank", pl.lit(1).alias("side"))
+                  .join(ends, on="window_end"))
+        cand = pl.concat([after, before.select(after.columns)]).join(rows, on=_KEY, how="anti")
+        cand = cand.sort("rank", "side").unique(_KEY, keep="first", maintain_order=True)
+        new = cand.select(
+            "customer_id", "window_start", "window_end", pl.lit(Decimal(0), dtype=DEC).alias("value"),
+            pl.lit(True).alias("complete"), (pl.int_range(pl.len(), dtype=pl.Int64) + top).alias("rank"))
+        top += new.height
+        rows = pl.concat([rows, new.select(rows.columns)])
+    return rows
 
 
-def _series(v: pl.DataFrame) -> dict[str, dict[dt.datetime, dict]]:
-    """customer_id -> window_start -> row of the prepared values, gaps next to a customer's own
-    complete windows filled with 0 (`_fill_gaps`)."""
-    series: dict[str, dict[dt.datetime, dict]] = {}
-    for r in v.iter_rows(named=True):
-        r["value"] = _exact(r["value"])
-        series.setdefault(r["customer_id"], {})[r["window_start"]] = r
-    grid = {r["window_start"]: r["window_end"] for rows in series.values() for r in rows.values() if r["complete"]}
-    _fill_gaps(series, grid)
-    return series
+def _judged(alert: Alert, rows: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
+    """Each customer's windows to judge, with `prev`, the value of the window ending where it
+    starts (the latest such row; null if none): the last complete window (earlier ones were judged
+    by earlier runs), and for greater_than the window in progress; the change conditions need a
+    complete window just before."""
+    last = rows.filter("complete").group_by("customer_id").agg(pl.col("window_start").max().alias("last"))
+    r = rows.join(last, on="customer_id", how="left")
+    start, complete, last = pl.col("window_start"), pl.col("complete"), pl.col("last")
+    judged = complete & (start == last)
+    if alert.condition == "greater_than":  # the window in progress too; never a future window
+        judged = judged | (~complete & (start <= as_of) & (last.is_null() | (start >= last)))
+    before = rows.sort("rank").unique(["customer_id", "window_end"], keep="last").select(
+        "customer_id", pl.col("window_end").alias("window_start"), pl.col("value").alias("prev"),
+        pl.col("complete").alias("prev_complete"))
+    out = r.filter(judged).drop("last", "rank").join(before, on=_KEY, how="left")
+    if alert.condition not in _OPS:
+        out = out.filter(pl.col("prev_complete").fill_null(False))
+    return out
 
 
-def _judged(alert: Alert, rows: dict[dt.datetime, dict], as_of: dt.datetime):
-    """(window_start, row, previous value) of one customer's windows whose condition holds: the last
-    complete window (earlier ones were judged by earlier runs), and for greater_than the window in
-    progress; the change conditions need the complete window just before."""
-    threshold = Decimal(alert.threshold)
-    change = alert.condition not in _OPS
-    by_end = {r["window_end"]: r for r in rows.values()}
-    last = max((s for s, r in rows.items() if r["complete"]), default=None)
-    for start in sorted(rows):
-        r = rows[start]
-        if r["complete"] and start != last:
-            continue
-        if not r["complete"] and (alert.condition != "greater_than" or start > as_of
-                                  or (last is not None and start < last)):
-            continue  # only greater_than looks at the window in progress; never at future windows
-        before = by_end.get(start)
-        if change and not (r["complete"] and before is not None and before["complete"]):
-            continue
-        prev = before["value"] if before is not None else None
-        if decide(alert.condition, threshold, r["value"], prev):
-            yield start, r, prev
-
-
-def _firing(alert: Alert, customer: str, start: dt.datetime, r: dict, prev, as_of: dt.datetime, tz: str) -> dict:
-    """One alerts_fired row."""
-    cur = r["value"]
-    return {
-        "alert_id": alert.alert_id,
-        "customer_id": customer,
-        "window_start": start,
-        "window_end": r["window_end"],
-        "metric": alert.metric,
-        "current_value": cur,
-        "previous_value": prev,
-        "threshold": Decimal(alert.threshold),
-        "condition": alert.condition,
-        "message": _message(alert, customer, start, tz, cur, prev),
-        "fired_at": as_of,
-    }
+def _firing(alert: Alert, judged: pl.DataFrame) -> pl.DataFrame:
+    """The judged rows whose condition holds: by Polars expressions where exact, else by `decide`."""
+    holds, in_range = _decisions(alert, pl.col("value"), pl.col("prev"))
+    if holds is None:
+        fast, slow = judged.clear(), judged
+    else:
+        judged = judged.with_columns(in_range.alias("_in_range"))
+        fast = judged.filter("_in_range").filter(holds).drop("_in_range")
+        slow = judged.filter(~pl.col("_in_range")).drop("_in_range")
+    if slow.height:
+        threshold = Decimal(alert.threshold)
+        keep = [decide(alert.condition, threshold, cur, prev)
+                for cur, prev in zip(slow["value"].to_list(), slow["prev"].to_list())]
+        fast = pl.concat([fast, slow.filter(pl.Series(keep, dtype=pl.Boolean))])
+    return fast
 
 
 def evaluate(
@@ -288,7 +344,7 @@ def evaluate(
                    per_customer evaluates every customer_id given (a '*' row too, as one series);
                    scope customer keeps only alert.customer_id.
                    A customer missing from a computed complete window next to one of its own
-                   windows counts as 0 there (see `_fill_gaps`); null values are not evaluated.
+                   windows counts as 0 there (see `_gaps_filled`); null values are not evaluated.
     already_fired  alerts_fired rows of earlier runs: their (alert_id, customer_id, window_start)
                    keys are not returned again.
     timezones      optional customer_id -> IANA zone, only to write the window's local date in
@@ -300,23 +356,22 @@ def evaluate(
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     as_of = as_of.astimezone(UTC)
-    series = _series(_prepare(alert, values))
-    fired: set[tuple[str, dt.datetime]] = set()
+    fired = _firing(alert, _judged(alert, _gaps_filled(_prepare(alert, values)), as_of))
     if already_fired is not None and already_fired.height:
         af = already_fired.filter(pl.col("alert_id") == alert.alert_id).select(
-            "customer_id", pl.col("window_start").cast(TS)
-        )
-        fired = {(c, s) for c, s in af.iter_rows()}
-    out: list[dict] = []
-    for customer in sorted(series):
-        tz = (timezones or {}).get(customer, "UTC")
-        for start, r, prev in _judged(alert, series[customer], as_of):
-            key = (customer, start)
-            if key in fired:
-                continue
-            fired.add(key)
-            out.append(_firing(alert, customer, start, r, prev, as_of, tz))
-    if not out:
+            "customer_id", pl.col("window_start").cast(TS))
+        fired = fired.join(af, on=_KEY, how="anti")
+    if not fired.height:
         return pl.DataFrame(schema=SCHEMAS["alerts_fired"])
-    df = pl.DataFrame(out, schema=SCHEMAS["alerts_fired"])
-    return conform("alerts_fired", df).sort("customer_id", "window_start")
+    fired = fired.sort(_KEY)
+    customers = fired["customer_id"].to_list()
+    zones = [(timezones or {}).get(c, "UTC") for c in customers]
+    messages = _messages(alert, customers, fired["window_start"].to_list(), zones,
+                         fired["value"].to_list(), fired["prev"].to_list())
+    df = fired.select(
+        pl.lit(alert.alert_id).alias("alert_id"), "customer_id", "window_start", "window_end",
+        pl.lit(alert.metric).alias("metric"), pl.col("value").alias("current_value"),
+        pl.col("prev").alias("previous_value"),
+        pl.lit(Decimal(alert.threshold), dtype=DEC).alias("threshold"), pl.lit(alert.condition).alias("condition"),
+        pl.Series("message", messages, dtype=pl.String), pl.lit(as_of, dtype=TS).alias("fired_at"))
+    return conform("alerts_fired", df)

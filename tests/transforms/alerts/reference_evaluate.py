@@ -11,7 +11,15 @@ import polars as pl
 
 from catalog.config import Alert
 from catalog.schemas import SCHEMAS, TS, conform
-from transforms.alerts.evaluate import _OPS, UTC, _exact, _message, _prepare, decide
+from transforms.alerts.evaluate import _OPS, UTC, _message, _prepare, decide
+
+
+def _exact(v) -> Decimal | None:
+    if v is None:
+        return None
+    if isinstance(v, float):  # never expected; read through the shortest repr, not the binary value
+        return Decimal(repr(v))
+    return Decimal(v)
 
 
 def _fill_gaps(series: dict[str, dict[dt.datetime, dict]], grid: dict[dt.datetime, dt.datetime]) -> None:

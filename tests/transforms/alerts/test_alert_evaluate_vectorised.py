@@ -123,3 +123,25 @@ def test_evaluate_decides_in_polars_not_row_by_row(monkeypatch):
     monkeypatch.setattr(ev, "decide", lambda *a: calls.append(a) or real(*a))
     assert_frame_equal(ev.evaluate(alert, values, as_of), want)
     assert calls == []
+
+
+magnitudes = st.integers(-9, 28).flatmap(
+    lambda k: st.decimals(min_value=-(D(10) ** k), max_value=D(10) ** k, places=9,
+                          allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(magnitudes, magnitudes), min_size=1, max_size=20),
+       condition=st.sampled_from(CONDITIONS),
+       threshold=st.one_of(magnitudes, st.sampled_from([D(0), D(20), D(50), D(100), D(-100)])))
+def test_the_frame_decisions_are_decide_for_any_magnitude(pairs, condition, threshold):
+    """Values of 10^-9 to 10^28 (products past 128 bits go to `decide`): the same firings as
+    `decide`, row by row."""
+    alert = Alert(alert_id="a", name="n", metric="usage", meter_api_name="m", condition=condition,
+                  threshold=threshold)
+    judged = pl.DataFrame({"value": [c for c, _ in pairs], "prev": [p for _, p in pairs],
+                           "i": list(range(len(pairs)))},
+                          schema={"value": pl.Decimal(38, 9), "prev": pl.Decimal(38, 9), "i": pl.Int64})
+    got = sorted(ev._firing(alert, judged)["i"].to_list())
+    want = [i for i, (c, p) in enumerate(pairs) if ev.decide(condition, threshold, c, p)]
+    assert got == want
