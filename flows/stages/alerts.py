@@ -9,10 +9,10 @@ import polars as pl
 from catalog import Catalog, Lake
 from catalog.schemas import conform
 from flows.stages.firsts import first_event_times
-from transforms.alerts.values import SCHEMA, alert_values
+from transforms.alerts.values import SCHEMA, alert_values, periods_frame
 from transforms.alerts import evaluate
 from transforms.metering import apply_cancellations
-from transforms.pricing import customer_periods
+from transforms.pricing import all_customer_periods, customer_periods
 
 
 def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] | None = None) -> dict[str, pl.DataFrame]:
@@ -33,14 +33,15 @@ def values_all(lk: Lake, cat: Catalog, as_of: dt.datetime, customers: set[str] |
         invoices, lines, ledger = invoices.filter(mine), lines.filter(mine), ledger.filter(mine)
     events = events.collect()
     counting = apply_cancellations(events)
-    periods = {}
+    periods = None
     if any(a.window == "billing_period" for a in cat.alerts.values()):
         # the periods billing has: the default plan's start at the customer's first event included
         first = first_event_times(lk, as_of, customers) if cat.settings.default_plan_id else {}
         until = as_of + dt.timedelta(microseconds=1)
-        for cid in cat.customers:
-            if customers is None or cid in customers:
-                periods[cid] = [(p.start, p.end) for p in customer_periods(cat, cid, until, first.get(cid))]
+        if customers is None:
+            periods = periods_frame(all_customer_periods(cat, until, first))
+        else:
+            periods = periods_frame(p for cid in sorted(customers) for p in customer_periods(cat, cid, until, first.get(cid)))
     out = {}
     for alert in cat.alerts.values():
         vals = alert_values(alert, cat, as_of, counting=counting, invoices=invoices, line_items=lines,
@@ -57,7 +58,7 @@ def evaluate_all(lk: Lake, cat: Catalog, as_of: dt.datetime,
     if values is None:
         values = values_all(lk, cat, as_of)
     before = lk.read("alerts_fired")
-    tzs = {cid: c.timezone for cid, c in cat.customers.items()}
+    tzs = cat.timezones()
     new = []
     for alert in cat.alerts.values():
         new.append(evaluate(alert, values[alert.alert_id], as_of, already_fired=before, timezones=tzs))

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Iterable
 
 import polars as pl
 
 from catalog.config import Alert, Catalog, to_utc
 from catalog.schemas import DEC, TS
-from transforms.alerts.windows import alert_windows
+from transforms.alerts.windows import PERIODS, WINDOW_FRAME, alert_windows, billing_period_windows
 from transforms.metering import meter_values
 
 SCHEMA = {"customer_id": pl.String, "window_start": TS, "window_end": TS, "value": DEC, "complete": pl.Boolean}
@@ -32,37 +33,54 @@ def _scope_customers(alert: Alert, cat: Catalog) -> list[str]:
     return sorted(cat.customers)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_US = dt.timedelta(microseconds=1)
+
+
+def _instants(values: list[dt.datetime]) -> pl.Series:
+    """Aware datetimes as a TS column (through their microseconds since the epoch: fast)."""
+    return pl.Series([(v - _EPOCH) // _US for v in values], dtype=pl.Int64).cast(TS)
+
+
+def periods_frame(periods: Iterable) -> pl.DataFrame:
+    """Billing periods (objects with customer_id, start and end, as transforms.pricing gives them)
+    as a frame of `transforms.alerts.windows.PERIODS`."""
+    periods = list(periods)
+    return pl.DataFrame({"customer_id": [p.customer_id for p in periods], "start": _instants([p.start for p in periods]),
+                         "end": _instants([p.end for p in periods])}, schema=PERIODS)
+
+
 def alert_window_frame(alert: Alert, cat: Catalog, as_of: dt.datetime, customers: list[str],
-                       periods: dict[str, list[tuple[dt.datetime, dt.datetime]]]) -> pl.DataFrame:
+                       periods: pl.DataFrame | None) -> pl.DataFrame:
     """customer_id, window_start, window_end, complete: the windows each customer is judged on.
 
     Calendar windows are the customer's local ones (made once per zone); for scope all_customers
     they are UTC for every customer, so that the customers' values add up in one window (the sum
-    has no customer's zone); billing_period windows are each customer's own periods."""
+    has no customer's zone); billing_period windows are each customer's own periods (`periods`,
+    a frame of `PERIODS`)."""
+    if alert.window == "billing_period":
+        if periods is None:
+            raise ValueError(f"alert {alert.alert_id}: window billing_period needs the customers' billing periods")
+        mine = periods.filter(pl.col("customer_id").is_in(pl.Series(customers, dtype=pl.String).implode()))
+        return billing_period_windows(mine, as_of)
     zones = cat.timezones()
-    by_zone: dict[str, object] = {}
-    cid_col, start_col, end_col, complete_col = [], [], [], []
-    for cid in customers:
-        tz = "UTC" if alert.scope == "all_customers" else zones.get(cid, "UTC")
-        if alert.window == "billing_period":
-            w = alert_windows(alert, as_of, tz, periods.get(cid, []))
-        else:
-            w = by_zone.get(tz) or by_zone.setdefault(tz, alert_windows(alert, as_of, tz, None))
-        for win, complete in ((w.before_last, True), (w.last_complete, True), (w.current, False)):
-            if win is not None:
-                cid_col.append(cid)
-                start_col.append(win[0])
-                end_col.append(win[1])
-                complete_col.append(complete)
-    return pl.DataFrame({"customer_id": cid_col, "window_start": start_col, "window_end": end_col,
-                         "complete": complete_col},
-                        schema={"customer_id": pl.String, "window_start": TS, "window_end": TS, "complete": pl.Boolean})
+    zone_of = ["UTC"] * len(customers) if alert.scope == "all_customers" else [zones.get(c, "UTC") for c in customers]
+    rows = []
+    for tz in sorted(set(zone_of)):
+        w = alert_windows(alert, as_of, tz, None)
+        rows += [(tz, *win, complete) for win, complete in ((w.before_last, True), (w.last_complete, True),
+                                                            (w.current, False)) if win is not None]
+    by_zone = pl.DataFrame(rows, schema={"tz": pl.String, **{k: v for k, v in WINDOW_FRAME.items() if k != "customer_id"}},
+                           orient="row")
+    cust = pl.DataFrame({"customer_id": customers, "tz": zone_of}, schema={"customer_id": pl.String, "tz": pl.String})
+    return cust.join(by_zone, on="tz", maintain_order="left_right").select(list(WINDOW_FRAME))
 
 
 def alert_values(alert: Alert, cat: Catalog, as_of: dt.datetime, *, counting: pl.DataFrame,
                  invoices: pl.DataFrame, line_items: pl.DataFrame, ledger: pl.DataFrame,
-                 periods: dict[str, list[tuple[dt.datetime, dt.datetime]]]) -> pl.DataFrame:
-    """The metric of `alert` for every customer in scope and window; columns of `SCHEMA`."""
+                 periods: pl.DataFrame | None) -> pl.DataFrame:
+    """The metric of `alert` for every customer in scope and window; columns of `SCHEMA`.
+    `periods`: the customers' billing periods (`periods_frame`), for billing_period windows."""
     counting = counting.filter(pl.col("event_time") < as_of)
     if alert.metric in ("undefined_customer", "undefined_meter"):
         return _undefined(alert, cat, as_of, counting)

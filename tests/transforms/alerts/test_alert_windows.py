@@ -119,6 +119,25 @@ def test_billing_period_needs_periods():
         alert_windows(alert("billing_period"), utc(2026, 3, 1), "UTC")
 
 
+def test_billing_period_windows_of_many_customers_in_one_frame():
+    """Each customer's own periods; a customer with one period done and none in force has one row."""
+    import polars as pl
+
+    from transforms.alerts.windows import PERIODS, billing_period_windows
+
+    periods = pl.DataFrame([
+        ("b", utc(2026, 2, 15), utc(2026, 3, 15)), ("a", utc(2026, 1, 1), utc(2026, 2, 1)),
+        ("b", utc(2025, 12, 15), utc(2026, 1, 15)), ("b", utc(2026, 1, 15), utc(2026, 2, 15)),
+        ("b", utc(2025, 11, 15), utc(2025, 12, 15)), ("c", utc(2026, 3, 1), utc(2026, 4, 1)),
+    ], schema=PERIODS, orient="row")
+    assert billing_period_windows(periods, utc(2026, 2, 20)).rows() == [
+        ("a", utc(2026, 1, 1), utc(2026, 2, 1), True),
+        ("b", utc(2025, 12, 15), utc(2026, 1, 15), True),
+        ("b", utc(2026, 1, 15), utc(2026, 2, 15), True),
+        ("b", utc(2026, 2, 15), utc(2026, 3, 15), False),
+    ]  # c's first period starts after as_of
+
+
 def test_hour_windows_at_lord_howes_half_hour_dst_change_are_the_usage_querys():
     # Lord Howe falls back from +11:00 to +10:30 at 02:00 local, 2026-04-04T15:00Z: the clock reads
     # 01:00 at 14:00Z, goes 01:59 -> 01:30 at 15:00Z and next reads a whole hour (02:00) at 15:30Z.
