@@ -147,6 +147,12 @@ def fmt_decimal(d: Optional[Decimal]) -> str:
         return format(d.normalize(), "f")
 
 
+def fmt_decimals(values: pl.Expr) -> pl.Expr:
+    """`fmt_decimal` of each value of a decimal column ('' for null): DECIMAL(38, 9)'s text
+    without the trailing zeros of its 9 places, nor the point when none is left."""
+    return values.cast(DEC).cast(pl.String).str.replace(r"\.?0+$", "").fill_null("")
+
+
 # ---------------------------------------------------------------- messages
 
 
@@ -180,33 +186,34 @@ def _when(alert: Alert, start: dt.datetime, tz: str) -> str:
     return f"{alert.window} of {day}"
 
 
-def _message(alert: Alert, customer: str, start: dt.datetime, tz: str, cur: Decimal,
-             prev: Optional[Decimal]) -> str:
-    return _messages(alert, [customer], [start], [tz], [cur], [prev])[0]
-
-
-def _messages(alert: Alert, customers: list[str], starts: list[dt.datetime], zones: list[str],
-              curs: list[Decimal], prevs: list[Optional[Decimal]]) -> list[str]:
-    """The message of each firing (one per position of the lists)."""
-    what = _metric_label(alert)
-    t = fmt_decimal(alert.threshold)
-    whens: dict[tuple[dt.datetime, str], str] = {}
-    out = []
+def _messages(alert: Alert, fired: pl.DataFrame, timezones: Mapping[str, str] | None) -> pl.Series:
+    """The message of each firing (rows of customer_id, window_start, value, prev); each window's
+    local date is written once per zone."""
+    zones = timezones or {}
+    f = fired.select(
+        "window_start", pl.Series("tz", [zones.get(c, "UTC") for c in fired["customer_id"].to_list()], dtype=pl.String),
+        pl.when(pl.col("customer_id") == ALL).then(pl.lit("all customers")).otherwise("customer_id").alias("who"),
+        fmt_decimals(pl.col("value")).alias("cur_text"), fmt_decimals(pl.col("prev")).alias("prev_text"))
+    pairs = f.select("window_start", "tz").unique()
+    whens = pairs.with_columns(pl.Series("when", [_when(alert, s, z) for s, z in pairs.iter_rows()], dtype=pl.String))
+    f = f.join(whens, on=["window_start", "tz"], how="left", maintain_order="left")
+    c, what, t = alert.condition, _metric_label(alert), fmt_decimal(alert.threshold)
+    n = fired.height
+    curs, prevs = (fired["value"].to_list(), fired["prev"].to_list()) if c not in _OPS else ([None] * n, [None] * n)
     with localcontext() as ctx:
         ctx.prec = 100  # differences and percentages of DECIMAL(38, 9) values, unrounded
-        for customer, start, tz, cur, prev in zip(customers, starts, zones, curs, prevs):
-            when = whens.get((start, tz))
-            if when is None:
-                when = whens[(start, tz)] = _when(alert, start, tz)
-            who = "all customers" if customer == ALL else customer
-            out.append(_message_text(alert.condition, who, what, when, t, cur, prev))
-    return out
+        texts = [_message_text(c, who, what, when, t, cur_text, prev_text, cur, prev)
+                 for who, when, cur_text, prev_text, cur, prev
+                 in zip(*(f[k].to_list() for k in ("who", "when", "cur_text", "prev_text")), curs, prevs)]
+    return pl.Series("message", texts, dtype=pl.String)
 
 
-def _message_text(c: str, who: str, what: str, when: str, t: str, cur: Decimal, prev: Optional[Decimal]) -> str:
+def _message_text(c: str, who: str, what: str, when: str, t: str, cur_text: str, prev_text: str,
+                  cur: Optional[Decimal], prev: Optional[Decimal]) -> str:
+    """One firing's message; `cur` and `prev` (the values) are needed by the change conditions only."""
     if c in _OPS:
-        return f"{who}: {what} {fmt_decimal(cur)} {_OPS[c]} {t} in {when}"
-    change = f"{fmt_decimal(prev)} -> {fmt_decimal(cur)}"
+        return f"{who}: {what} {cur_text} {_OPS[c]} {t} in {when}"
+    change = f"{prev_text} -> {cur_text}"
     if c == "change_above":
         return f"{who}: {what} rose by {fmt_decimal(cur - prev)} ({change}), at least {t}, in {when}"
     if c == "change_below":
@@ -364,14 +371,11 @@ def evaluate(
     if not fired.height:
         return pl.DataFrame(schema=SCHEMAS["alerts_fired"])
     fired = fired.sort(_KEY)
-    customers = fired["customer_id"].to_list()
-    zones = [(timezones or {}).get(c, "UTC") for c in customers]
-    messages = _messages(alert, customers, fired["window_start"].to_list(), zones,
-                         fired["value"].to_list(), fired["prev"].to_list())
+    messages = _messages(alert, fired, timezones)
     df = fired.select(
         pl.lit(alert.alert_id).alias("alert_id"), "customer_id", "window_start", "window_end",
         pl.lit(alert.metric).alias("metric"), pl.col("value").alias("current_value"),
         pl.col("prev").alias("previous_value"),
         pl.lit(Decimal(alert.threshold), dtype=DEC).alias("threshold"), pl.lit(alert.condition).alias("condition"),
-        pl.Series("message", messages, dtype=pl.String), pl.lit(as_of, dtype=TS).alias("fired_at"))
+        messages, pl.lit(as_of, dtype=TS).alias("fired_at"))
     return conform("alerts_fired", df)

@@ -5,13 +5,14 @@ customer's windows, one row at a time, with the same rules (SPEC §6) and the mo
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import polars as pl
 
 from catalog.config import Alert
 from catalog.schemas import SCHEMAS, TS, conform
-from transforms.alerts.evaluate import _OPS, UTC, _message, _prepare, decide
+from transforms.alerts.evaluate import (_OPS, ALL, UTC, _metric_label, _pct_text, _prepare, _when, decide,
+                                        fmt_decimal)
 
 
 def _exact(v) -> Decimal | None:
@@ -20,6 +21,28 @@ def _exact(v) -> Decimal | None:
     if isinstance(v, float):  # never expected; read through the shortest repr, not the binary value
         return Decimal(repr(v))
     return Decimal(v)
+
+
+def _message(alert: Alert, customer: str, start: dt.datetime, tz: str, cur: Decimal,
+             prev: Decimal | None) -> str:
+    with localcontext() as ctx:
+        ctx.prec = 100  # differences and percentages of DECIMAL(38, 9) values, unrounded
+        who = "all customers" if customer == ALL else customer
+        what = _metric_label(alert)
+        when = _when(alert, start, tz)
+        t = fmt_decimal(alert.threshold)
+        c = alert.condition
+        if c in _OPS:
+            return f"{who}: {what} {fmt_decimal(cur)} {_OPS[c]} {t} in {when}"
+        change = f"{fmt_decimal(prev)} -> {fmt_decimal(cur)}"
+        if c == "change_above":
+            return f"{who}: {what} rose by {fmt_decimal(cur - prev)} ({change}), at least {t}, in {when}"
+        if c == "change_below":
+            return f"{who}: {what} fell by {fmt_decimal(prev - cur)} ({change}), at least {t}, in {when}"
+        pct = _pct_text(prev, cur)
+        if c == "percent_change_above":
+            return f"{who}: {what} changed {pct}% ({change}), at least +{t}%, in {when}"
+        return f"{who}: {what} changed {pct}% ({change}), at most -{t}%, in {when}"
 
 
 def _fill_gaps(series: dict[str, dict[dt.datetime, dict]], grid: dict[dt.datetime, dt.datetime]) -> None:

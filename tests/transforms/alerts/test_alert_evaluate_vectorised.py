@@ -145,3 +145,16 @@ def test_the_frame_decisions_are_decide_for_any_magnitude(pairs, condition, thre
     got = sorted(ev._firing(alert, judged)["i"].to_list())
     want = [i for i, (c, p) in enumerate(pairs) if ev.decide(condition, threshold, c, p)]
     assert got == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), magnitudes), min_size=1, max_size=30))
+def test_decimal_text_of_a_column_is_fmt_decimal(values):
+    """Messages write a column's values as fmt_decimal writes one: '1000.5', '0', '-0.000000001'."""
+    frame = pl.DataFrame({"v": pl.Series(values, dtype=pl.Decimal(38, 9))})
+    assert frame.select(ev.fmt_decimals(pl.col("v")))["v"].to_list() == [ev.fmt_decimal(v) for v in values]
+
+
+def test_decimal_text_keeps_the_zeros_of_whole_numbers():
+    frame = pl.DataFrame({"v": pl.Series([D(100), D("1000.500000000"), D(0), D("-10.01"), None], dtype=pl.Decimal(38, 9))})
+    assert frame.select(ev.fmt_decimals(pl.col("v")))["v"].to_list() == ["100", "1000.5", "0", "-10.01", ""]
