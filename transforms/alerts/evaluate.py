@@ -250,14 +250,17 @@ def _prepare(alert: Alert, values: pl.DataFrame) -> pl.DataFrame:
         v = v.filter(pl.col("customer_id") == alert.customer_id)
     # per_customer: every series as given ('*' included: a caller may pre-aggregate, e.g. the
     # events of undefined customers, whose ids are not customers of the catalogue)
-    dup = v.group_by("customer_id", "window_start").len().filter(pl.col("len") > 1)
-    if dup.height:
+    v = v.sort("customer_id", "window_start")
+    repeated = (pl.col("customer_id").eq_missing(pl.col("customer_id").shift())
+                & (pl.col("window_start") == pl.col("window_start").shift()))  # the first row's shift is null
+    if v.select(repeated.any()).item():
+        dup = v.group_by("customer_id", "window_start").len().filter(pl.col("len") > 1)
         row = dup.sort("customer_id", "window_start").row(0, named=True)
         raise ValueError(
             f"alert {alert.alert_id}: values hold {row['len']} rows for customer {row['customer_id']!r} "
             f"and window {row['window_start']:%Y-%m-%dT%H:%M:%SZ}; give one value per customer and window"
         )
-    return v.sort("customer_id", "window_start")
+    return v
 
 
 _KEY = ["customer_id", "window_start"]
