@@ -42,9 +42,11 @@ def _instants(values: list[dt.datetime]) -> pl.Series:
     return pl.Series([(v - _EPOCH) // _US for v in values], dtype=pl.Int64).cast(TS)
 
 
-def periods_frame(periods: Iterable) -> pl.DataFrame:
-    """Billing periods (objects with customer_id, start and end, as transforms.pricing gives them)
-    as a frame of `transforms.alerts.windows.PERIODS`."""
+def periods_frame(periods: Iterable | pl.DataFrame) -> pl.DataFrame:
+    """Billing periods (objects with customer_id, start and end, as transforms.pricing gives them,
+    or a frame of them) as a frame of `transforms.alerts.windows.PERIODS`."""
+    if isinstance(periods, pl.DataFrame):
+        return periods.select(list(PERIODS)).cast(PERIODS)
     periods = list(periods)
     return pl.DataFrame({"customer_id": [p.customer_id for p in periods], "start": _instants([p.start for p in periods]),
                          "end": _instants([p.end for p in periods])}, schema=PERIODS)

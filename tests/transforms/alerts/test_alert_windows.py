@@ -167,3 +167,17 @@ def test_alert_windows_are_the_calendar_windows_of_the_usage_query(tz):
             i = bisect.bisect_right(starts, t) - 1
             w = alert_windows(alert(window), t, tz)
             assert (w.current, w.last_complete, w.before_last) == (grid[i], grid[i - 1], grid[i - 2]), (window, t)
+
+
+def test_periods_frame_of_pricing_periods_or_of_a_frame():
+    import polars as pl
+
+    from transforms.alerts.values import periods_frame
+    from transforms.pricing.periods import CustomerPeriod
+
+    ps = [CustomerPeriod("acme", "s1", "basic", "USD", utc(2026, 1, 1), utc(2026, 2, 1), utc(2026, 2, 1), 0),
+          CustomerPeriod("tokyo", "s2", "basic", "USD", dt.datetime(2026, 1, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+                         utc(2026, 1, 31, 15), utc(2026, 1, 31, 15), 0)]
+    f = periods_frame(ps)
+    assert f.rows() == [("acme", utc(2026, 1, 1), utc(2026, 2, 1)), ("tokyo", utc(2026, 1, 1), utc(2026, 1, 31, 15))]
+    assert periods_frame(f.with_columns(pl.lit("x").alias("plan_id"))).equals(f)
